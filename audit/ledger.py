@@ -1,0 +1,682 @@
+"""The ledger: durable, concurrent, append-only; checkpoints, key rotation, proofs.
+
+``Ledger(path).append(...)`` returns only once the entry is on disk (``fdatasync``).
+Appends from many threads share one commit: callers queue their entries, a committer
+thread takes everything queued, and writes and syncs it in one go (group commit).
+Processes coordinate through an ``flock`` on ``path/lock``; a writer that takes the lock
+first catches up with what other processes wrote, and repairs a torn tail that a killed
+writer left behind, recording the repair as an entry of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit import canonical, entry, merkle
+from audit.checkpoint import Checkpoint
+from audit.errors import InvalidEntry, KeyringError, LedgerDamaged, LedgerError, ProofError
+from audit.proofs import ConsistencyProof, InclusionProof
+from audit.signing import KeyChain, KeyRecord, new_key_record
+from audit.store import (
+    NODE_LEVEL_STEP,
+    FileLock,
+    Index,
+    Segments,
+    read_json,
+    write_atomic,
+)
+
+LEDGER_FORMAT = "sbx-ledger"
+LEDGER_VERSION = 1
+SYSTEM_ACTOR = "system:ledger"
+KEY_ACTIONS = frozenset({"ledger.create", "ledger.key.rotate"})
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What an acknowledged append returns: the entry is durable at ``seq``."""
+
+    seq: int
+    leaf_hash: bytes
+    time: int
+
+
+@dataclass(frozen=True)
+class LedgerOptions:
+    """Tuning; the defaults suit the embedded deployment."""
+
+    checkpoint_every: int = 1000  # entries
+    checkpoint_interval: float = 10.0  # seconds
+    segment_entries: int = 1_000_000
+    max_entry_bytes: int = entry.DEFAULT_MAX_ENTRY_BYTES
+    lock_timeout: float = 30.0
+    clock: Callable[[], int] = now_us
+
+
+@dataclass
+class _State:
+    """What a writer knows about the tail of the log, valid while it holds the lock."""
+
+    size: int
+    prev: str
+    last_time: int
+    compact: merkle.CompactRange
+    active_first: int
+    active_end: int
+    checkpoints_bytes: int
+    last_checkpoint: Checkpoint | None
+    key: KeyRecord
+    private: Ed25519PrivateKey
+
+
+@dataclass
+class _Batch:
+    bodies: list[bytes] = field(default_factory=list)
+    receipts: list[Receipt] = field(default_factory=list)
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Ledger:
+    """An audit ledger in the folder ``path`` (created on first use)."""
+
+    def __init__(self, path: str | os.PathLike[str], options: LedgerOptions | None = None) -> None:
+        self.path = Path(path)
+        self.options = options or LedgerOptions()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(self.path / "lock")
+        self._mutex = threading.Lock()  # one committer per process at a time
+        self._queue_lock = threading.Condition()
+        self._open_batch = _Batch()
+        self._committer: threading.Thread | None = None
+        self._closing = False
+        self._state: _State | None = None
+        self._pending_repairs: list[dict[str, Any]] = []
+        if not (self.path / "LEDGER.json").exists():
+            self._create()
+        header = read_json(self.path / "LEDGER.json")
+        if header.get("format") != LEDGER_FORMAT or header.get("v") != LEDGER_VERSION:
+            raise LedgerDamaged(f"{self.path} is not an sbx ledger of a known version")
+        self.ledger_id: str = header["ledger"]
+        self.segments = Segments(self.path / "segments")
+        self.index = Index(self.path / "index")
+
+    # ------------------------------------------------------------------ creation
+    def _create(self) -> None:
+        self._lock.acquire(self.options.lock_timeout)
+        try:
+            if (self.path / "LEDGER.json").exists():
+                return
+            # Nothing was ever acknowledged without LEDGER.json: clear a half-made ledger.
+            for name in ("segments", "index", "keys"):
+                folder = self.path / name
+                if folder.exists():
+                    for item in sorted(folder.rglob("*"), reverse=True):
+                        item.rmdir() if item.is_dir() else item.unlink()
+            for name in ("checkpoints.log",):
+                (self.path / name).unlink(missing_ok=True)
+            ledger_id = secrets.token_hex(16)
+            created = self.options.clock()
+            private = Ed25519PrivateKey.generate()
+            record = new_key_record(private, ledger=ledger_id, created=created, from_size=1, previous=None)
+            self._store_key(record, private)
+            Segments(self.path / "segments").create(0)
+            (self.path / "checkpoints.log").touch()
+            genesis = entry.encode_body(
+                action="ledger.create",
+                actor=SYSTEM_ACTOR,
+                object=f"ledger:{ledger_id}",
+                outcome="ok",
+                detail={"key": record.to_dict(), "ledger": ledger_id},
+            )
+            line = entry.seal_body(genesis, prev=entry.GENESIS_PREV, seq=0, time=created) + b"\n"
+            seg = self.path / "segments" / f"{0:020d}.log"
+            with open(seg, "ab") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            header = {
+                "created": created,
+                "format": LEDGER_FORMAT,
+                "hash": "sha256",
+                "ledger": ledger_id,
+                "segment_entries": self.options.segment_entries,
+                "v": LEDGER_VERSION,
+            }
+            write_atomic(self.path / "LEDGER.json", canonical.encode(header) + b"\n")
+        finally:
+            self._lock.release()
+
+    def _store_key(self, record: KeyRecord, private: Ed25519PrivateKey) -> None:
+        keys = self.path / "keys"
+        (keys / "private").mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(keys / "private", 0o700)
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        write_atomic(keys / "private" / f"{record.key_id}.pem", pem, mode=0o600)
+        write_atomic(keys / f"{record.key_id}.json", canonical.encode(record.to_dict()) + b"\n")
+
+    # ------------------------------------------------------------------ appending
+    def append(
+        self,
+        *,
+        action: str,
+        actor: str,
+        object: str,  # noqa: A002 - the entry field's name
+        outcome: str = "ok",
+        detail: dict[str, Any] | None = None,
+    ) -> Receipt:
+        """Append one entry; return once it is durable. Raises :class:`InvalidEntry`
+        (nothing written) or :class:`LedgerError` (not recorded; safe to retry)."""
+        body = entry.encode_body(
+            action=action, actor=actor, object=object, outcome=outcome, detail=detail,
+            max_bytes=self.options.max_entry_bytes,
+        )
+        with self._queue_lock:
+            if self._closing:
+                raise LedgerError("the ledger is closed")
+            batch = self._open_batch
+            position = len(batch.bodies)
+            batch.bodies.append(body)
+            if self._committer is None:
+                self._committer = threading.Thread(target=self._commit_loop, name="ledger-committer", daemon=True)
+                self._committer.start()
+            self._queue_lock.notify()
+        batch.done.wait()
+        if batch.error is not None:
+            raise LedgerError(f"entry not recorded: {batch.error}") from batch.error
+        return batch.receipts[position]
+
+    def append_many(self, entries: Iterable[dict[str, Any]]) -> list[Receipt]:
+        """Append entries (each a mapping of :meth:`append`'s arguments) in one commit."""
+        bodies = []
+        for item in entries:
+            try:
+                bodies.append(entry.encode_body(max_bytes=self.options.max_entry_bytes, **{"outcome": "ok", **item}))
+            except TypeError as exc:
+                raise InvalidEntry(f"unexpected entry fields: {exc}") from None
+        return self._commit(bodies) if bodies else []
+
+    def _commit_loop(self) -> None:
+        interval = self.options.checkpoint_interval
+        while True:
+            with self._queue_lock:
+                if not self._open_batch.bodies and not self._closing:
+                    self._queue_lock.wait(timeout=interval)
+                batch = self._open_batch
+                if not batch.bodies:
+                    if self._closing:
+                        return
+                    batch = None
+                else:
+                    self._open_batch = _Batch()
+            if batch is None:
+                self._checkpoint_if_stale()
+                continue
+            try:
+                batch.receipts = self._commit(batch.bodies)
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
+                batch.error = exc
+            batch.done.set()
+
+    def _commit(self, bodies: list[bytes]) -> list[Receipt]:
+        with self._mutex:
+            self._lock.acquire(self.options.lock_timeout)
+            try:
+                state = self._sync()
+                if self._pending_repairs:
+                    repairs = [self._repair_body(r) for r in self._pending_repairs]
+                    self._write(state, repairs)
+                    self._pending_repairs.clear()
+                receipts = self._write(state, bodies)
+                if state.size - self._checkpointed_size(state) >= self.options.checkpoint_every:
+                    self._write_checkpoint(state)
+                return receipts
+            finally:
+                self._lock.release()
+
+    def _write(self, state: _State, bodies: list[bytes]) -> list[Receipt]:
+        receipts: list[Receipt] = []
+        start = 0
+        while start < len(bodies):
+            room = self.options.segment_entries - (state.size - state.active_first)
+            if room <= 0:
+                self._seal_and_roll(state)
+                continue
+            chunk = bodies[start : start + room]
+            receipts.extend(self._write_chunk(state, chunk))
+            start += len(chunk)
+        return receipts
+
+    def _write_chunk(self, state: _State, bodies: list[bytes]) -> list[Receipt]:
+        stamp = max(self.options.clock(), state.last_time)
+        lines: list[bytes] = []
+        leaves: list[bytes] = []
+        ends: list[int] = []
+        nodes: list[tuple[int, bytes]] = []
+        receipts: list[Receipt] = []
+
+        def keep(level: int, index: int, node: bytes) -> None:
+            if level % NODE_LEVEL_STEP == 0:
+                nodes.append((level, node))
+
+        sha256 = hashlib.sha256
+        size, prev, end, compact = state.size, state.prev, state.active_end, state.compact.copy()
+        for body in bodies:
+            line = entry.seal_body(body, prev=prev, seq=size, time=stamp)
+            leaf = sha256(b"\x00" + line).digest()
+            compact.append(leaf, keep)
+            receipts.append(Receipt(size, leaf, stamp))
+            lines.append(line)
+            leaves.append(leaf)
+            end += len(line) + 1
+            ends.append(end)
+            prev = leaf.hex()
+            size += 1
+        lines.append(b"")
+        segment = self.segments.path(state.active_first)
+        fd = os.open(segment, os.O_WRONLY | os.O_APPEND)
+        try:
+            try:
+                os.write(fd, b"\n".join(lines))
+                os.fdatasync(fd)
+            except OSError as exc:
+                self._state = None  # re-read from disk next time
+                try:
+                    os.ftruncate(fd, state.active_end)
+                    os.fsync(fd)
+                except OSError:
+                    raise LedgerDamaged(f"write failed and could not be undone: {exc}") from exc
+                raise LedgerError(f"write failed, nothing recorded: {exc}") from exc
+        finally:
+            os.close(fd)
+        self.index.append(leaves, ends, nodes)
+        state.size, state.prev, state.active_end, state.compact = size, prev, end, compact
+        state.last_time = stamp
+        return receipts
+
+    def _seal_and_roll(self, state: _State) -> None:
+        if self._checkpointed_size(state) != state.size:
+            self._write_checkpoint(state)
+        assert state.last_checkpoint is not None
+        first = state.active_first
+        seal = {
+            "bytes": state.active_end,
+            "checkpoint": state.last_checkpoint.to_dict(),
+            "count": state.size - first,
+            "first": first,
+            "v": 1,
+        }
+        write_atomic(self.segments.seal_path(first), canonical.encode(seal) + b"\n", mode=0o444)
+        os.chmod(self.segments.path(first), 0o444)
+        self.segments.create(state.size)
+        state.active_first, state.active_end = state.size, 0
+
+    # ------------------------------------------------------------------ checkpoints
+    @staticmethod
+    def _checkpointed_size(state: _State) -> int:
+        return state.last_checkpoint.size if state.last_checkpoint else 0
+
+    def _write_checkpoint(self, state: _State) -> Checkpoint:
+        stamp = max(self.options.clock(), state.last_time)
+        if state.last_checkpoint is not None:
+            stamp = max(stamp, state.last_checkpoint.time)
+        checkpoint = Checkpoint.signed(
+            state.private, ledger=self.ledger_id, size=state.size, root=state.compact.root(),
+            time=stamp, key_id=state.key.key_id,
+        )
+        line = checkpoint.encode() + b"\n"
+        fd = os.open(self.path / "checkpoints.log", os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, line)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        self.index.fsync()
+        state.checkpoints_bytes += len(line)
+        state.last_checkpoint = checkpoint
+        return checkpoint
+
+    def checkpoint(self) -> Checkpoint:
+        """Sign and store a checkpoint of the current tree (or return the latest one if
+        the tree has not grown since)."""
+        self._drain()
+        return self._checkpoint_now()
+
+    def _checkpoint_now(self) -> Checkpoint:
+        with self._mutex:
+            self._lock.acquire(self.options.lock_timeout)
+            try:
+                state = self._sync()
+                if self._pending_repairs:
+                    self._write(state, [self._repair_body(r) for r in self._pending_repairs])
+                    self._pending_repairs.clear()
+                if state.last_checkpoint is not None and state.last_checkpoint.size == state.size:
+                    return state.last_checkpoint
+                return self._write_checkpoint(state)
+            finally:
+                self._lock.release()
+
+    def _checkpoint_if_stale(self) -> None:
+        state = self._state
+        if state is None or self._checkpointed_size(state) == state.size:
+            return
+        last = state.last_checkpoint.time if state.last_checkpoint else 0
+        if self.options.clock() - last >= self.options.checkpoint_interval * 1_000_000:
+            try:
+                self._checkpoint_now()
+            except LedgerError:
+                pass  # the next commit or interval tries again
+
+    def rotate_key(self) -> KeyRecord:
+        """Replace the signing key. The old key signs a last checkpoint and endorses the
+        new one; the rotation is an entry of its own; old checkpoints stay verifiable."""
+        self._drain()
+        with self._mutex:
+            self._lock.acquire(self.options.lock_timeout)
+            try:
+                state = self._sync()
+                if self._checkpointed_size(state) != state.size:
+                    self._write_checkpoint(state)
+                private = Ed25519PrivateKey.generate()
+                record = new_key_record(
+                    private, ledger=self.ledger_id, created=self.options.clock(),
+                    from_size=state.size + 1, previous=(state.key, state.private),
+                )
+                self._store_key(record, private)
+                body = entry.encode_body(
+                    action="ledger.key.rotate", actor=SYSTEM_ACTOR, object=f"key:{record.key_id}",
+                    outcome="ok", detail={"key": record.to_dict(), "previous": state.key.key_id},
+                )
+                self._write(state, [body])
+                state.key, state.private = record, private
+                self._write_checkpoint(state)
+                return record
+            finally:
+                self._lock.release()
+
+    # ------------------------------------------------------------------ catching up
+    def _sync(self) -> _State:
+        """Bring this writer's view of the tail up to date (lock held)."""
+        state = self._state
+        if state is not None and self._unchanged(state):
+            return state
+        self._state = None
+        self.segments.refresh()
+        size = self.index.normalise()
+        compact = self.index.compact_range(size)
+        prev = self.index.leaf(size - 1).hex() if size else entry.GENESIS_PREV
+        last_time = 0
+        if size:
+            fields = entry.chain_fields(self.read_entry(size - 1))
+            if fields is None or fields.seq != size - 1:
+                raise LedgerDamaged(f"index and log disagree at seq {size - 1}; rebuild with verify")
+            last_time = fields.time
+        first, offset = self._position_after(size)
+        leaves: list[bytes] = []
+        ends: list[int] = []
+        nodes: list[tuple[int, bytes]] = []
+
+        def keep(level: int, index: int, node: bytes) -> None:
+            if level % NODE_LEVEL_STEP == 0:
+                nodes.append((level, node))
+
+        current, end = first, offset
+        for segment_first, line in self.segments.iter_lines(first, offset):
+            if segment_first != current:
+                self.index.append(leaves, ends, nodes)
+                leaves, ends, nodes = [], [], []
+                current, end = segment_first, 0
+            if not line.endswith(b"\n"):
+                self._cut_torn_tail(self.segments.path(segment_first), end, len(line), size)
+                break
+            body = line[:-1]
+            fields = entry.chain_fields(body)
+            if fields is None or fields.seq != size or fields.prev != prev or fields.time < last_time:
+                raise LedgerDamaged(f"entry at seq {size} does not continue the log; run `sbx audit verify`")
+            leaf = merkle.leaf_hash(body)
+            compact.append(leaf, keep)
+            leaves.append(leaf)
+            end += len(line)
+            ends.append(end)
+            prev, last_time, size = leaf.hex(), fields.time, size + 1
+        self.index.append(leaves, ends, nodes)
+        active_first = self.segments.firsts[-1]
+        active_end = os.stat(self.segments.path(active_first)).st_size
+        checkpoints_bytes, last_checkpoint = self._read_last_checkpoint()
+        key, private = self._active_key(size)
+        self._state = _State(
+            size=size, prev=prev, last_time=last_time, compact=compact,
+            active_first=active_first, active_end=active_end,
+            checkpoints_bytes=checkpoints_bytes, last_checkpoint=last_checkpoint,
+            key=key, private=private,
+        )
+        return self._state
+
+    def _unchanged(self, state: _State) -> bool:
+        try:
+            if os.stat(self.segments.path(state.active_first)).st_size != state.active_end:
+                return False
+            if os.stat(self.path / "checkpoints.log").st_size != state.checkpoints_bytes:
+                return False
+        except FileNotFoundError:
+            return False
+        full = state.size - state.active_first >= self.options.segment_entries
+        return not (full and self.segments.path(state.size).exists())
+
+    def _position_after(self, size: int) -> tuple[int, int]:
+        """Segment and byte offset where entry ``size`` starts."""
+        if size == 0:
+            return self.segments.firsts[0], 0
+        first = self.segments.first_of(size - 1)
+        end = self.index.end_offset(size - 1)
+        if end > os.stat(self.segments.path(first)).st_size:
+            raise LedgerDamaged(f"the index reaches past the log at seq {size - 1}")
+        if first != self.segments.firsts[-1] and end == os.stat(self.segments.path(first)).st_size:
+            return self.segments.first_of(size), 0
+        return first, end
+
+    def _cut_torn_tail(self, segment: Path, offset: int, length: int, seq: int) -> None:
+        """Move an incomplete final line (a writer died mid-write) into ``repairs/``."""
+        with open(segment, "rb") as handle:
+            handle.seek(offset)
+            torn = handle.read()
+        repairs = self.path / "repairs"
+        repairs.mkdir(exist_ok=True)
+        digest = hashlib.sha256(torn).hexdigest()
+        saved = repairs / f"{segment.stem}-{offset}-{digest[:16]}.bin"
+        write_atomic(saved, torn)
+        os.truncate(segment, offset)
+        fd = os.open(segment, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._pending_repairs.append({
+            "at_seq": seq, "bytes": len(torn), "offset": offset, "saved_as": f"repairs/{saved.name}",
+            "segment": segment.name, "sha256": digest, "what": "incomplete final line removed",
+        })
+
+    def _repair_body(self, detail: dict[str, Any]) -> bytes:
+        return entry.encode_body(
+            action="ledger.repair", actor=SYSTEM_ACTOR, object=f"segment:{detail['segment']}",
+            outcome="repaired", detail=detail,
+        )
+
+    def _read_last_checkpoint(self) -> tuple[int, Checkpoint | None]:
+        path = self.path / "checkpoints.log"
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            os.truncate(path, keep)
+            self._pending_repairs.append({
+                "at_seq": -1, "bytes": len(data) - keep, "offset": keep, "saved_as": None,
+                "segment": "checkpoints.log", "sha256": hashlib.sha256(data[keep:]).hexdigest(),
+                "what": "incomplete checkpoint removed",
+            })
+            data = data[:keep]
+        if not data:
+            return 0, None
+        last = data[data.rfind(b"\n", 0, len(data) - 1) + 1 : -1]
+        return len(data), Checkpoint.decode(last)
+
+    def _active_key(self, size: int) -> tuple[KeyRecord, Ed25519PrivateKey]:
+        """The newest key whose introducing entry is in the log."""
+        records: dict[str | None, KeyRecord] = {}
+        for path in (self.path / "keys").glob("*.json"):
+            record = KeyRecord.from_dict(read_json(path))
+            records[record.previous] = record
+        key = records.get(None)
+        if key is None:
+            raise KeyringError("the ledger's first key record is missing")
+        while (successor := records.get(key.key_id)) is not None and successor.from_size <= size:
+            fields = entry.parse(self.read_entry(successor.from_size - 1))
+            if fields["detail"].get("key", {}).get("key_id") != successor.key_id:
+                break
+            key = successor
+        pem = self.path / "keys" / "private" / f"{key.key_id}.pem"
+        try:
+            private = serialization.load_pem_private_key(pem.read_bytes(), password=None)
+        except FileNotFoundError:
+            raise KeyringError(f"the private key of the active key {key.key_id[:16]}… is missing") from None
+        if not isinstance(private, Ed25519PrivateKey):
+            raise KeyringError("the active private key is not an Ed25519 key")
+        return key, private
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def size(self) -> int:
+        """Number of entries indexed so far (an append's receipt is always within it)."""
+        return self.index.count()
+
+    def read_entry(self, seq: int) -> bytes:
+        """The encoded entry at ``seq`` (without its newline)."""
+        if not 0 <= seq < self.index.count():
+            raise LedgerError(f"no entry {seq}: the ledger has {self.index.count()} entries")
+        first = self.segments.first_of(seq)
+        start = 0 if seq == first else self.index.end_offset(seq - 1)
+        end = self.index.end_offset(seq)
+        with open(self.segments.path(first), "rb") as handle:
+            handle.seek(start)
+            return handle.read(end - start)[:-1]
+
+    def entries(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """``(seq, encoded entry)`` for ``start <= seq < stop``."""
+        stop = self.index.count() if stop is None else min(stop, self.index.count())
+        if start >= stop:
+            return
+        first = self.segments.first_of(start)
+        offset = 0 if start == first else self.index.end_offset(start - 1)
+        seq = start
+        for _, line in self.segments.iter_lines(first, offset):
+            if seq >= stop or not line.endswith(b"\n"):
+                return
+            yield seq, line[:-1]
+            seq += 1
+
+    def checkpoints(self) -> list[Checkpoint]:
+        data = (self.path / "checkpoints.log").read_bytes()
+        return [Checkpoint.decode(line) for line in data.split(b"\n") if line]
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        return self._read_last_checkpoint()[1]
+
+    def keychain(self) -> KeyChain:
+        chain = KeyChain(self.ledger_id)
+        records = [KeyRecord.from_dict(read_json(p)) for p in (self.path / "keys").glob("*.json")]
+        by_previous = {r.previous: r for r in records}
+        record = by_previous.get(None)
+        while record is not None:
+            chain.add(record)
+            record = by_previous.get(record.key_id)
+        return chain
+
+    # ------------------------------------------------------------------ proofs
+    def prove_inclusion(self, seq: int, tree_size: int | None = None) -> InclusionProof:
+        """Proof that entry ``seq`` is in the tree of a signed checkpoint (the latest one,
+        or the one of ``tree_size``); writes a checkpoint first if none covers ``seq``."""
+        checkpoint = self._checkpoint_covering(seq + 1, tree_size)
+        path = merkle.inclusion_proof_from(self.index.node, seq, checkpoint.size)
+        return InclusionProof(
+            seq=seq, entry=self.read_entry(seq), leaf_hash=self.index.leaf(seq), path=path,
+            checkpoint=checkpoint,
+        )
+
+    def prove_consistency(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
+        """Proof that the tree of checkpoint size ``old_size`` is a prefix of ``new_size``'s."""
+        old = self._checkpoint_of(old_size)
+        new = self._checkpoint_covering(max(old_size, 1), new_size)
+        path = merkle.consistency_proof_from(self.index.node, old.size, new.size)
+        return ConsistencyProof(old=old, new=new, path=path)
+
+    def _checkpoint_of(self, size: int) -> Checkpoint:
+        for checkpoint in reversed(self.checkpoints()):
+            if checkpoint.size == size:
+                return checkpoint
+        raise ProofError(f"there is no checkpoint of size {size}; see `sbx audit checkpoint --list`")
+
+    def _checkpoint_covering(self, size: int, tree_size: int | None) -> Checkpoint:
+        if tree_size is not None:
+            if tree_size < size:
+                raise ProofError(f"a tree of size {tree_size} does not contain seq {size - 1}")
+            return self._checkpoint_of(tree_size)
+        if size > self.index.count() and size > self._writer_size():
+            raise ProofError(f"no entry {size - 1}: the ledger has {self.index.count()} entries")
+        latest = self.latest_checkpoint()
+        if latest is None or latest.size < size:
+            latest = self.checkpoint()
+        return latest
+
+    def _writer_size(self) -> int:
+        self._drain()
+        return self.index.count()
+
+    # ------------------------------------------------------------------ lifecycle
+    def _drain(self) -> None:
+        """Wait until everything queued so far is committed."""
+        with self._queue_lock:
+            batch = self._open_batch
+            if not batch.bodies:
+                return
+        batch.done.wait()
+
+    def close(self, *, checkpoint: bool = True) -> None:
+        """Commit what is queued, write a final checkpoint, stop the committer."""
+        with self._queue_lock:
+            self._closing = True
+            self._queue_lock.notify_all()
+        if self._committer is not None:
+            self._committer.join()
+            self._committer = None
+        if checkpoint and self._state is not None:
+            try:
+                self.checkpoint()
+            except LedgerError:
+                pass
+        self.index.close()
+        self._lock.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
