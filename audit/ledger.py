@@ -413,6 +413,23 @@ class Ledger:
             finally:
                 self._lock.release()
 
+    def signing_key(self) -> tuple[KeyRecord, Ed25519PrivateKey]:
+        """The key that signs now (for documents the ledger vouches for, e.g. archives)."""
+        self._drain()
+        with self._mutex:
+            self._lock.acquire(self.options.lock_timeout)
+            try:
+                state = self._sync()
+                return state.key, state.private
+            finally:
+                self._lock.release()
+
+    def export(self, first: int, last: int, destination: str | os.PathLike[str]) -> dict[str, Any]:
+        """Write an archive of entries ``first..last``; see :mod:`audit.archive`."""
+        from audit.archive import export_archive
+
+        return export_archive(self, first, last, Path(destination))
+
     # ------------------------------------------------------------------ catching up
     def _sync(self) -> _State:
         """Bring this writer's view of the tail up to date (lock held)."""
