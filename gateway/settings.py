@@ -1,0 +1,93 @@
+"""The one configuration object of sbx.
+
+Values come, highest priority first, from: arguments passed to :func:`load_settings`,
+``SBX_*`` environment variables (nested with ``__``, e.g. ``SBX_LEDGER__CHECKPOINT_EVERY``),
+the TOML file named by ``SBX_CONFIG`` or ``./sbx.toml`` when present, and the defaults below.
+Nothing is read at import time: callers load settings and pass them on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from audit import LedgerOptions
+
+DEFAULT_CONFIG_FILE = Path("sbx.toml")
+
+
+class LedgerSettings(BaseModel):
+    """How the audit ledger checkpoints and segments (see audit/FORMAT.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint_every: int = Field(
+        1000, ge=1, description="sign a checkpoint at least every N entries"
+    )
+    checkpoint_interval: float = Field(
+        10.0, gt=0, description="…and at least every T seconds while entries are unsigned"
+    )
+    segment_entries: int = Field(1_000_000, ge=1, description="entries per segment before sealing")
+    max_entry_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    lock_timeout: float = Field(30.0, gt=0, description="seconds to wait for another writer")
+
+    def options(self) -> LedgerOptions:
+        return LedgerOptions(
+            checkpoint_every=self.checkpoint_every,
+            checkpoint_interval=self.checkpoint_interval,
+            segment_entries=self.segment_entries,
+            max_entry_bytes=self.max_entry_bytes,
+            lock_timeout=self.lock_timeout,
+        )
+
+
+class Settings(BaseSettings):
+    """Everything an sbx deployment can configure."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SBX_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Field(Path("var"), description="where sbx keeps its state, keys and ledger")
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config = os.environ.get("SBX_CONFIG")
+        path = Path(config) if config else DEFAULT_CONFIG_FILE
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        elif config:
+            raise FileNotFoundError(f"SBX_CONFIG names {path}, which does not exist")
+        return tuple(sources)
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.data_dir / "ledger"
+
+    def prepare_data_dir(self) -> Path:
+        """Create the data directory (owner-only) on first run and return it."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self.data_dir
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the configuration; ``overrides`` win over every other source."""
+    return Settings(**overrides)

@@ -1,0 +1,154 @@
+"""`sbx audit …` and `sbx demo` end to end, through the real CLI and a real ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from audit import ConsistencyProof, InclusionProof, Ledger
+from gateway.cli import app
+
+runner = CliRunner()
+
+
+def sbx(data_dir: Path, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["--data-dir", str(data_dir), *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    data = tmp_path / "var"
+    for number in range(5):
+        code, out, err = sbx(
+            data, "audit", "append", "--action", "dataset.read", "--actor", f"user:u{number}",
+            "--object", "dataset:7", "--detail", '{"rows": 10, "名称": "企业登记"}',
+        )
+        assert code == 0, err
+        assert f"appended seq {number + 1}" in out
+    return data
+
+
+def test_append_then_tail_shows_entries(data_dir: Path) -> None:
+    code, out, _ = sbx(data_dir, "audit", "tail", "-n", "2", "--json")
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [entry["seq"] for entry in lines] == [4, 5]
+    assert lines[-1]["detail"]["名称"] == "企业登记"
+
+
+def test_verify_is_zero_when_intact_and_names_the_bad_seq_when_not(data_dir: Path) -> None:
+    code, out, _ = sbx(data_dir, "audit", "verify")
+    assert code == 0, out
+    assert "intact" in out
+    segment = next((data_dir / "ledger" / "segments").glob("*.log"))
+    lines = segment.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b"user:u2", b"user:u9")
+    segment.write_bytes(b"\n".join(lines))
+    code, out, _ = sbx(data_dir, "audit", "verify", "--json")
+    report = json.loads(out)
+    assert code == 1
+    assert report["ok"] is False
+    assert report["problem"]["seq"] == 3
+    code, out, _ = sbx(data_dir, "audit", "verify")
+    assert code == 1
+    assert "first bad seq: 3" in out
+
+
+def test_proofs_print_documents_that_verify_on_their_own(data_dir: Path) -> None:
+    code, out, _ = sbx(data_dir, "audit", "prove", "inclusion", "2", "--json")
+    assert code == 0
+    inclusion = InclusionProof.from_dict(json.loads(out))
+    inclusion.verify()
+    assert b'"seq":2' in inclusion.entry
+    first_size = inclusion.checkpoint.size
+    sbx(data_dir, "audit", "append", "--action", "a", "--actor", "u", "--object", "o")
+    code, out, _ = sbx(data_dir, "audit", "checkpoint", "--json")
+    assert code == 0
+    assert json.loads(out)["size"] == first_size + 1
+    code, out, _ = sbx(data_dir, "audit", "prove", "consistency", str(first_size), "--json")
+    assert code == 0
+    consistency = ConsistencyProof.from_dict(json.loads(out))
+    consistency.verify()
+    assert (consistency.old.size, consistency.new.size) == (first_size, first_size + 1)
+    code, out, _ = sbx(data_dir, "audit", "prove", "inclusion", "2")
+    assert code == 0
+    assert "verified" in out
+
+
+def test_export_writes_an_archive_the_verifier_accepts(data_dir: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "evidence.tar.gz"
+    code, out, err = sbx(data_dir, "audit", "export", "--from", "2", "--to", "4", str(archive))
+    assert code == 0, err
+    assert "entries 2..4" in out
+    code, out, _ = sbx(data_dir, "audit", "verify", "--archive", str(archive), "--json")
+    assert code == 0
+    assert json.loads(out)["first_seq"] == 2
+    code, _, err = sbx(data_dir, "audit", "export", str(archive))
+    assert code == 2
+    assert "already exists" in err
+
+
+def test_keys_rotation_and_pinning(data_dir: Path) -> None:
+    code, out, _ = sbx(data_dir, "audit", "keys", "--json")
+    first_key = json.loads(out)[0]["key_id"]
+    code, out, _ = sbx(data_dir, "audit", "rotate-key")
+    assert code == 0
+    assert "new signing key" in out
+    code, out, _ = sbx(data_dir, "audit", "keys", "--json")
+    assert len(json.loads(out)) == 2
+    code, _, _ = sbx(data_dir, "audit", "verify", "--trusted-key", first_key)
+    assert code == 0
+    code, out, _ = sbx(data_dir, "audit", "verify", "--trusted-key", "ab" * 32)
+    assert code == 1
+    assert "not a trusted key" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["audit", "append", "--action", "a", "--actor", "u", "--object", "o", "--detail", "[1]"],
+         "must be a JSON object"),
+        (["audit", "append", "--action", "a", "--actor", "u", "--object", "o", "--detail", "{x"],
+         "not valid JSON"),
+        (["audit", "append", "--action", "a", "--actor", "u", "--object", "o", "--detail",
+          '{"n": 0.5}'], "floats are not allowed"),
+    ],
+)
+def test_bad_input_is_a_usage_error_and_writes_nothing(
+    data_dir: Path, args: list[str], message: str
+) -> None:
+    before = Ledger(data_dir / "ledger").size
+    code, out, err = sbx(data_dir, *args)
+    assert code == 2
+    assert message in " ".join((out + err).replace("│", " ").split())
+    assert Ledger(data_dir / "ledger").size == before
+
+
+def test_errors_are_messages_not_tracebacks(data_dir: Path, tmp_path: Path) -> None:
+    code, _, err = sbx(data_dir, "audit", "prove", "inclusion", "999")
+    assert (code, "no entry 999" in err) == (1, True)
+    code, _, err = sbx(data_dir, "audit", "prove", "consistency", "4711")
+    assert (code, "no checkpoint of size 4711" in err) == (1, True)
+    code, _, err = sbx(tmp_path / "empty", "audit", "verify")
+    assert (code, "does not exist" in err) == (2, True)
+    code, _, err = sbx(tmp_path / "empty", "audit", "tail")
+    assert (code, "no ledger" in err) == (2, True)
+    assert "Traceback" not in err
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    environment = {**os.environ, "SBX_DATA_DIR": str(tmp_path / "var")}
+    sbx_command = Path(sys.executable).with_name("sbx")
+    result = subprocess.run([str(sbx_command), "demo"], capture_output=True, text=True,
+                            env=environment, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "export.approve" in result.stdout
+    assert result.stdout.count("is intact") == 2  # the ledger and the archive
+    assert list((tmp_path / "var" / "demo").glob("evidence-*.tar"))
