@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test bench lint fmt clean
+.PHONY: install demo test bench lint fmt docs clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ lint: install
 fmt: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Reference pages generated from the code (a test fails when they are stale).
+docs: install
+	$(BIN)/typer gateway.cli utils docs --name sbx --output docs/reference/cli.md
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
