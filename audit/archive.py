@@ -25,7 +25,8 @@ from audit import canonical, merkle
 from audit.checkpoint import Checkpoint
 from audit.errors import ArchiveError, KeyringError
 from audit.signing import DOMAIN_MANIFEST, KeyChain, KeyRecord, check_signature, sign
-from audit.walk import Failed, Problem, Scheduled, Walk
+from audit.scan import TASK_BYTES, Assembler, walk_range
+from audit.walk import Failed, Problem, Scheduled
 
 if TYPE_CHECKING:
     from audit.ledger import Ledger
@@ -148,17 +149,17 @@ def _read_small(handle: IO[bytes], name: str) -> bytes:
     return data
 
 
-def _digesting_lines(
-    handle: IO[bytes], digest: Any, advance: Callable[[int], None]
-) -> Iterator[bytes]:
+def _digesting_chunks(handle: IO[bytes], digest: Any, size: int) -> Iterator[bytes]:
+    """Chunks of whole lines (the last may be cut off), hashing every byte read."""
     rest = b""
-    while chunk := handle.read(1 << 20):
+    while chunk := handle.read(min(size, 1 << 20) or 1):
         digest.update(chunk)
-        advance(len(chunk))
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        for line in lines:
-            yield line + b"\n"
+        rest += chunk
+        if len(rest) >= size:
+            cut = rest.rfind(b"\n") + 1
+            if cut:
+                yield rest[:cut]
+                rest = rest[cut:]
     if rest:
         yield rest
 
@@ -171,7 +172,7 @@ def verify_archive(
     deep: bool,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    from audit.verify import read_checkpoint_lines
+    from audit.verify import read_checkpoint_lines, trust_statement
 
     with tarfile.open(path, "r:*") as tar:
         members = _Members(tar)
@@ -206,22 +207,26 @@ def verify_archive(
         seen: dict[str, tuple[int, str]] = {}
         records: list[KeyRecord] = []
         checkpoints: list[Checkpoint] = []
-        walk: Walk | None = None
+        assembler: Assembler | None = None
         keys = KeyChain(ledger_id, trusted)
         while (item := members.next()) is not None:
             name, handle = item
             if name in seen or name not in expected:
                 raise Failed(Problem(f"archive member {name} is not in the manifest or repeated"))
             if name.startswith("entries/"):
-                if walk is None:
-                    walk = _start_walk(keys, records, manifest, checkpoints, cover, witnessed, left, deep)
-                if int(name[8:28]) != walk.size:
-                    raise Failed(Problem(f"{name} starts at seq {name[8:28]}, expected {walk.size}",
-                                         walk.size))
+                if assembler is None:
+                    assembler = _start(keys, records, manifest, checkpoints, cover, witnessed, left)
+                    boundaries = assembler.boundaries()
                 digest = hashlib.sha256()
-                walk.feed(_digesting_lines(handle, digest, advance))
-                size = walk.bytes - sum(s for n, (s, _) in seen.items() if n.startswith("entries/"))
-                seen[name] = (size, digest.hexdigest())
+                start_bytes, expected_first = assembler.byte_count, _first_seq_of(name)
+                for chunk in _digesting_chunks(handle, digest, TASK_BYTES):
+                    result = walk_range(chunk, boundaries, deep)
+                    if result.torn and result.problem is None:
+                        result.problem = Problem("entry is cut off (no final newline)", result.size or None)
+                    assembler.add(result, expected_first=expected_first)
+                    expected_first = None
+                    advance(len(chunk))
+                seen[name] = (assembler.byte_count - start_bytes, digest.hexdigest())
             else:
                 data = _read_small(handle, name)
                 seen[name] = (len(data), hashlib.sha256(data).hexdigest())
@@ -236,20 +241,26 @@ def verify_archive(
                 raise Failed(Problem(f"archive member {name} does not match the manifest's digest"))
         if set(seen) != set(expected):
             raise Failed(Problem(f"archive is missing {sorted(set(expected) - set(seen))}"))
-        if walk is None:
+        if assembler is None:
             raise Failed(Problem("the archive holds no entries"))
-        if walk.size != last + 1:
-            raise Failed(Problem(f"the archive ends at seq {walk.size - 1}, not {last}", walk.size))
-        walk.finish(right)
-    report.entries, report.bytes = last + 1, walk.bytes
-    report.checkpoints = walk.verified_checkpoints
+        if assembler.size != last + 1:
+            raise Failed(Problem(f"the archive ends at seq {assembler.size - 1}, not {last}",
+                                 assembler.size))
+        assembler.finish(right)
+    report.entries, report.bytes = last + 1, assembler.byte_count
+    report.checkpoints = assembler.verified
     report.latest_checkpoint = cover.to_dict()
-    first_key = keys.records[0].key_id
-    report.trust = (f"first key {first_key} is pinned" if trusted is not None
-                    else f"first key {first_key} taken on trust (pin it with --trusted-key)")
+    report.trust = trust_statement(keys, trusted)
 
 
-def _start_walk(
+def _first_seq_of(name: str) -> int:
+    stem = name[len("entries/") :].removesuffix(".log")
+    if len(stem) != 20 or not stem.isdigit():
+        raise Failed(Problem(f"archive member {name} is not named after its first seq"))
+    return int(stem)
+
+
+def _start(
     keys: KeyChain,
     records: list[KeyRecord],
     manifest: dict[str, Any],
@@ -257,8 +268,8 @@ def _start_walk(
     cover: Checkpoint,
     witnessed: list[Checkpoint],
     left: merkle.CompactRange,
-    deep: bool,
-) -> Walk:
+) -> Assembler:
+    """Check the key chain and the manifest's signature; set up the checks of the range."""
     by_previous = {record.previous: record for record in records}
     record = by_previous.get(None)
     try:
@@ -278,5 +289,4 @@ def _start_walk(
     schedule = [Scheduled(cp, n, f"checkpoint #{n}") for n, cp in enumerate(checkpoints)]
     schedule += [Scheduled(cp, None, "witnessed checkpoint") for cp in witnessed
                  if left.end < cp.size <= cover.size]
-    return Walk(ledger=keys.ledger, keys=keys, schedule=schedule, first_seq=left.end, left=left,
-                deep=deep)
+    return Assembler(keys, schedule, left)

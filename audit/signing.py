@@ -210,6 +210,6 @@ class KeyChain:
         record = self.records[index]
         if size < record.from_size:
             raise KeyringError(f"key {key_id[:16]}… was not active yet at size {size}")
-        if index + 1 < len(self.records) and size > self.records[index + 1].from_size:
+        if index + 1 < len(self.records) and size >= self.records[index + 1].from_size:
             raise KeyringError(f"key {key_id[:16]}… was retired at size {self.records[index + 1].from_size}")
         return record

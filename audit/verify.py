@@ -30,12 +30,14 @@ from audit import canonical, merkle
 from audit.checkpoint import Checkpoint, CheckpointError
 from audit.errors import KeyringError, LedgerError
 from audit.signing import KeyChain, KeyRecord
-from audit.walk import Failed, Problem, Scheduled, Walk
+from audit.scan import Assembler, plan_tasks, progress_adapter, run_tasks
+from audit.walk import Failed, Problem, Scheduled
 
 Progress = Callable[[int, int], None]
 """``progress(bytes_done, bytes_total)``."""
 
-_CHUNK = 1 << 20
+MAX_WORKERS = 8
+PARALLEL_MIN_BYTES = 64 << 20  # below this, starting worker processes costs more than it saves
 
 
 @dataclass
@@ -107,19 +109,6 @@ def read_witnessed(paths: Iterable[str | os.PathLike[str]]) -> list[Checkpoint]:
     return found
 
 
-def _segment_lines(path: Path, report_bytes: Callable[[int], None]) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
-        rest = b""
-        while chunk := handle.read(_CHUNK):
-            lines = (rest + chunk).split(b"\n")
-            rest = lines.pop()
-            for line in lines:
-                yield line + b"\n"
-            report_bytes(len(chunk))
-        if rest:
-            yield rest
-
-
 def verify(
     path: str | os.PathLike[str],
     *,
@@ -127,9 +116,11 @@ def verify(
     witnessed: Sequence[Checkpoint] = (),
     deep: bool = False,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> Report:
     """Verify the ledger folder or archive at ``path``. Never raises for a bad ledger:
-    the report says what is wrong and where."""
+    the report says what is wrong and where. ``workers``: processes for a ledger folder
+    (default: one per core, up to 8, for ledgers of 64 MiB and more)."""
     target = Path(path)
     kind = "archive" if target.is_file() else "ledger"
     report = Report(path=str(target), kind=kind, ok=False)
@@ -141,7 +132,7 @@ def verify(
 
             verify_archive(target, report, trusted, list(witnessed), deep, progress)
         else:
-            _verify_folder(target, report, trusted, list(witnessed), deep, progress)
+            _verify_folder(target, report, trusted, list(witnessed), deep, progress, workers)
         report.ok = True
     except Failed as failure:
         report.problem = failure.problem
@@ -158,6 +149,7 @@ def _verify_folder(
     witnessed: list[Checkpoint],
     deep: bool,
     progress: Progress | None,
+    workers: int | None,
 ) -> None:
     if not (folder / "LEDGER.json").is_file():
         raise Failed(Problem(f"{folder} is not a ledger (no LEDGER.json)"))
@@ -173,62 +165,53 @@ def _verify_folder(
     schedule = [Scheduled(cp, n, f"checkpoint #{n}") for n, cp in enumerate(checkpoints)]
     schedule += [Scheduled(cp, None, "witnessed checkpoint") for cp in witnessed]
     segments_dir = folder / "segments"
-    names = sorted(p.name for p in segments_dir.glob("*.log"))
-    for name in sorted(p.name for p in segments_dir.glob("*.seal")):
-        seal = canonical.decode((segments_dir / name).read_bytes().rstrip(b"\n"))
-        schedule.append(Scheduled(Checkpoint.from_dict(seal["checkpoint"]), None, f"seal {name}"))
-    total = sum((segments_dir / n).stat().st_size for n in names)
-    done = 0
-
-    def advance(count: int) -> None:
-        nonlocal done
-        done += count
-        if progress is not None:
-            progress(done, total)
-
-    walk = Walk(ledger=ledger_id, keys=keys, schedule=schedule, deep=deep)
-    for number, name in enumerate(names):
-        first = int(name[:-4])
-        if first != walk.size:
-            raise Failed(Problem(f"segment {name} starts at seq {first}, but the one before "
-                                 f"ended at {walk.size}", min(first, walk.size)))
-        lines = _segment_lines(segments_dir / name, advance)
-        last = number == len(names) - 1
+    for seal_path in sorted(segments_dir.glob("*.seal")):
+        seal = canonical.decode(seal_path.read_bytes().rstrip(b"\n"))
+        schedule.append(Scheduled(Checkpoint.from_dict(seal["checkpoint"]), None, f"seal {seal_path.name}"))
+    segments = sorted((str(p), int(p.name[:-4])) for p in segments_dir.glob("*.log"))
+    tasks = plan_tasks(segments)
+    total = sum(task.end - task.start for task in tasks)
+    advance = progress_adapter(progress, total)
+    assembler = Assembler(keys, schedule)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, MAX_WORKERS) if total >= PARALLEL_MIN_BYTES else 1
+    results = run_tasks(tasks, assembler.boundaries(), deep, workers)
+    for number, (task, result) in enumerate(results):
+        if result.torn and number == len(tasks) - 1:
+            report.warnings.append(
+                f"{Path(task.path).name}: incomplete final line of {result.torn} bytes ignored "
+                "(never acknowledged; removed and recorded on the next write)"
+            )
+        elif result.torn and result.problem is None:
+            result.problem = Problem("entry is cut off (no final newline)", result.size or None)
         try:
-            walk.feed(_without_torn_tail(lines, report.warnings, name) if last else lines)
+            assembler.add(result, expected_first=task.segment_first if task.start == 0 else None)
         except Failed as failure:
-            raise Failed(_locate(folder, failure.problem, walk)) from None
-        _check_seal(segments_dir, name, first, walk.size, (segments_dir / name).stat().st_size)
-    walk.finish()
+            raise Failed(_locate(folder, failure.problem, assembler.last_good_size)) from None
+        if task.last_in_segment:
+            _check_seal(Path(task.path), task.segment_first, assembler.size, task.end)
+        advance(task.end - task.start)
+    assembler.finish()
     _check_key_files(folder / "keys", keys)
-    if walk.size > walk.last_good_size:
+    if assembler.size > assembler.last_good_size:
         report.warnings.append(
-            f"entries {walk.last_good_size}..{walk.size - 1} are chained but not yet covered "
-            "by a checkpoint"
+            f"entries {assembler.last_good_size}..{assembler.size - 1} are chained but not yet "
+            "covered by a checkpoint"
         )
-    report.entries = walk.size
-    report.bytes = walk.bytes
-    report.checkpoints = walk.verified_checkpoints
+    report.entries = assembler.size
+    report.bytes = assembler.byte_count
+    report.checkpoints = assembler.verified
     report.latest_checkpoint = checkpoints[-1].to_dict() if checkpoints else None
-    report.trust = _trust(keys, trusted)
+    report.trust = trust_statement(keys, trusted)
 
 
-def _without_torn_tail(lines: Iterator[bytes], warnings: list[str], name: str) -> Iterator[bytes]:
-    for line in lines:
-        if not line.endswith(b"\n"):
-            warnings.append(f"{name}: incomplete final line of {len(line)} bytes ignored "
-                            "(never acknowledged; removed and recorded on the next write)")
-            return
-        yield line
-
-
-def _check_seal(segments_dir: Path, name: str, first: int, end: int, size: int) -> None:
-    seal_path = segments_dir / (name[:-4] + ".seal")
+def _check_seal(segment: Path, first: int, end: int, size: int) -> None:
+    seal_path = segment.with_suffix(".seal")
     if not seal_path.exists():
         return
     seal = canonical.decode(seal_path.read_bytes().rstrip(b"\n"))
     if seal.get("first") != first or seal.get("count") != end - first or seal.get("bytes") != size:
-        raise Failed(Problem(f"segment {name} does not match its seal (entries or bytes changed)",
+        raise Failed(Problem(f"segment {segment.name} does not match its seal (entries or bytes changed)",
                              first + min(int(seal.get("count", 0)), end - first)))
 
 
@@ -245,12 +228,12 @@ def _check_key_files(keys_dir: Path, keys: KeyChain) -> None:
             raise Failed(Problem(f"key file {path.name} is not a key the ledger records"))
 
 
-def _locate(folder: Path, problem: Problem, walk: Walk) -> Problem:
+def _locate(folder: Path, problem: Problem, last_good_size: int) -> Problem:
     """Narrow a checkpoint mismatch down to the first entry whose hash differs from the
     one the index recorded when it was written (the index is a hint, never trusted)."""
     if problem.checkpoint is None or problem.seq is None or not (folder / "index" / "leaves.bin").exists():
         return problem
-    start, stop = walk.last_good_size, problem.seq + 1
+    start, stop = last_good_size, problem.seq + 1
     index_path = folder / "index" / "leaves.bin"
     try:
         with open(index_path, "rb") as index:
@@ -271,15 +254,16 @@ def _entries_between(folder: Path, start: int, stop: int) -> Iterator[tuple[int,
         if number + 1 < len(paths) and int(paths[number + 1].name[:-4]) <= start:
             continue
         seq = int(path.name[:-4])
-        for line in _segment_lines(path, lambda _: None):
-            if start <= seq < stop:
-                yield seq, line.rstrip(b"\n")
-            seq += 1
-            if seq >= stop:
-                return
+        with open(path, "rb") as handle:
+            for line in handle:
+                if start <= seq < stop:
+                    yield seq, line.rstrip(b"\n")
+                seq += 1
+                if seq >= stop:
+                    return
 
 
-def _trust(keys: KeyChain, trusted: set[str] | None) -> str:
+def trust_statement(keys: KeyChain, trusted: set[str] | None) -> str:
     if not keys.records:
         return "no keys"
     first = keys.records[0].key_id
