@@ -30,6 +30,7 @@ from audit import canonical, merkle
 from audit.checkpoint import Checkpoint, CheckpointError
 from audit.errors import KeyringError, LedgerError
 from audit.signing import KeyChain, KeyRecord
+from audit import scan
 from audit.scan import Assembler, plan_tasks, progress_adapter, run_tasks
 from audit.walk import Failed, Problem, Scheduled
 
@@ -169,7 +170,7 @@ def _verify_folder(
         seal = canonical.decode(seal_path.read_bytes().rstrip(b"\n"))
         schedule.append(Scheduled(Checkpoint.from_dict(seal["checkpoint"]), None, f"seal {seal_path.name}"))
     segments = sorted((str(p), int(p.name[:-4])) for p in segments_dir.glob("*.log"))
-    tasks = plan_tasks(segments)
+    tasks = plan_tasks(segments, scan.TASK_BYTES)
     total = sum(task.end - task.start for task in tasks)
     advance = progress_adapter(progress, total)
     assembler = Assembler(keys, schedule)
