@@ -24,9 +24,39 @@ class CanonicalError(ValueError):
     """A value cannot be represented, or bytes are not in canonical form."""
 
 
-def check_value(value: Any, path: str = "$") -> None:
-    """Raise :class:`CanonicalError` unless ``value`` is representable canonically."""
-    if value is None or isinstance(value, bool):
+def check_value(value: Any) -> None:
+    """Raise :class:`CanonicalError` unless ``value`` is representable canonically.
+
+    Strings are checked for lone surrogates by :func:`encode`, which must encode anyway."""
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        if item is None or isinstance(item, str | bool):
+            continue
+        if isinstance(item, float):
+            break
+        if isinstance(item, int):
+            if -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                continue
+            break
+        if isinstance(item, dict):
+            if all(type(key) is str for key in item):
+                extend(item.values())
+                continue
+            break
+        if isinstance(item, list | tuple):
+            extend(item)
+            continue
+        break
+    else:
+        return
+    _explain(value, "$")  # slow path: find the offending value and say where it is
+    raise CanonicalError("value is not representable as canonical JSON")
+
+
+def _explain(value: Any, path: str) -> None:
+    if value is None or isinstance(value, bool | str):
         return
     if isinstance(value, int):
         if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
@@ -34,34 +64,44 @@ def check_value(value: Any, path: str = "$") -> None:
         return
     if isinstance(value, float):
         raise CanonicalError(f"{path}: floats are not allowed (got {value!r}); use integers")
-    if isinstance(value, str):
-        _check_text(value, path)
-        return
     if isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            check_value(item, f"{path}[{i}]")
+            _explain(item, f"{path}[{i}]")
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise CanonicalError(f"{path}: object keys must be strings, got {key!r}")
-            _check_text(key, path)
-            check_value(item, f"{path}.{key}")
+            _explain(item, f"{path}.{key}")
         return
     raise CanonicalError(f"{path}: {type(value).__name__} is not a JSON value")
 
 
-def _check_text(text: str, path: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise CanonicalError(f"{path}: string is not valid Unicode ({exc.reason})") from None
+def _find_bad_text(value: Any, path: str = "$") -> str:
+    """Where a string that is not valid Unicode (a lone surrogate) is."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"{path}: string is not valid Unicode ({exc.reason})"
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            if found := _find_bad_text(item, f"{path}[{i}]"):
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if found := _find_bad_text(key, path) or _find_bad_text(item, f"{path}.{key}"):
+                return found
+    return ""
 
 
 def encode(value: Any) -> bytes:
     """Return the canonical UTF-8 bytes of ``value`` after checking it."""
     check_value(value)
-    return _encoder.encode(value).encode("utf-8")
+    try:
+        return _encoder.encode(value).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CanonicalError(_find_bad_text(value) or "string is not valid Unicode") from None
 
 
 def _reject_constant(name: str) -> Any:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +85,21 @@ class _State:
     private: Ed25519PrivateKey
 
 
-@dataclass
-class _Batch:
-    bodies: list[bytes] = field(default_factory=list)
-    receipts: list[Receipt] = field(default_factory=list)
-    error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+class _Pending:
+    """One queued append. Its lock is held until the committer has an answer, so the
+    caller waits on a lock of its own: no shared condition, no thundering herd."""
+
+    __slots__ = ("body", "error", "lock", "receipt")
+
+    def __init__(self, body: bytes | None) -> None:
+        self.body = body  # None: a barrier that only waits for what was queued before
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.receipt: Receipt | None = None
+        self.error: BaseException | None = None
+
+
+_CLOSE = object()
 
 
 class Ledger:
@@ -100,9 +110,9 @@ class Ledger:
         self.options = options or LedgerOptions()
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(self.path / "lock")
-        self._mutex = threading.Lock()  # one committer per process at a time
-        self._queue_lock = threading.Condition()
-        self._open_batch = _Batch()
+        self._mutex = threading.Lock()  # one commit per process at a time
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._start_lock = threading.Lock()
         self._committer: threading.Thread | None = None
         self._closing = False
         self._state: _State | None = None
@@ -190,20 +200,25 @@ class Ledger:
             action=action, actor=actor, object=object, outcome=outcome, detail=detail,
             max_bytes=self.options.max_entry_bytes,
         )
-        with self._queue_lock:
-            if self._closing:
-                raise LedgerError("the ledger is closed")
-            batch = self._open_batch
-            position = len(batch.bodies)
-            batch.bodies.append(body)
-            if self._committer is None:
-                self._committer = threading.Thread(target=self._commit_loop, name="ledger-committer", daemon=True)
-                self._committer.start()
-            self._queue_lock.notify()
-        batch.done.wait()
-        if batch.error is not None:
-            raise LedgerError(f"entry not recorded: {batch.error}") from batch.error
-        return batch.receipts[position]
+        pending = _Pending(body)
+        self._enqueue(pending)
+        pending.lock.acquire()
+        if pending.error is not None:
+            raise LedgerError(f"entry not recorded: {pending.error}") from pending.error
+        assert pending.receipt is not None
+        return pending.receipt
+
+    def _enqueue(self, item: _Pending | object) -> None:
+        if self._closing:
+            raise LedgerError("the ledger is closed")
+        if self._committer is None:
+            with self._start_lock:
+                if self._committer is None:
+                    self._committer = threading.Thread(
+                        target=self._commit_loop, name="ledger-committer", daemon=True
+                    )
+                    self._committer.start()
+        self._queue.put(item)
 
     def append_many(self, entries: Iterable[dict[str, Any]]) -> list[Receipt]:
         """Append entries (each a mapping of :meth:`append`'s arguments) in one commit."""
@@ -216,26 +231,33 @@ class Ledger:
         return self._commit(bodies) if bodies else []
 
     def _commit_loop(self) -> None:
-        interval = self.options.checkpoint_interval
+        """Take everything queued, commit it with one sync, answer every caller."""
         while True:
-            with self._queue_lock:
-                if not self._open_batch.bodies and not self._closing:
-                    self._queue_lock.wait(timeout=interval)
-                batch = self._open_batch
-                if not batch.bodies:
-                    if self._closing:
-                        return
-                    batch = None
-                else:
-                    self._open_batch = _Batch()
-            if batch is None:
+            try:
+                first = self._queue.get(timeout=self.options.checkpoint_interval)
+            except queue.Empty:
                 self._checkpoint_if_stale()
                 continue
+            batch = [first]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            items = [item for item in batch if isinstance(item, _Pending)]
+            writes = [item for item in items if item.body is not None]
             try:
-                batch.receipts = self._commit(batch.bodies)
+                if writes:
+                    receipts = self._commit([item.body for item in writes if item.body is not None])
+                    for item, receipt in zip(writes, receipts, strict=True):
+                        item.receipt = receipt
             except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
-                batch.error = exc
-            batch.done.set()
+                for item in items:
+                    item.error = exc
+            for item in items:
+                item.lock.release()
+            if _CLOSE in batch:
+                return
 
     def _commit(self, bodies: list[bytes]) -> list[Receipt]:
         with self._mutex:
@@ -247,7 +269,7 @@ class Ledger:
                     self._write(state, repairs)
                     self._pending_repairs.clear()
                 receipts = self._write(state, bodies)
-                if state.size - self._checkpointed_size(state) >= self.options.checkpoint_every:
+                if self._checkpoint_due(state):
                     self._write_checkpoint(state)
                 return receipts
             finally:
@@ -331,6 +353,14 @@ class Ledger:
         state.active_first, state.active_end = state.size, 0
 
     # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_due(self, state: _State) -> bool:
+        """At least every ``checkpoint_every`` entries or ``checkpoint_interval`` seconds."""
+        unsigned = state.size - self._checkpointed_size(state)
+        if unsigned >= self.options.checkpoint_every:
+            return True
+        last = state.last_checkpoint.time if state.last_checkpoint else 0
+        return unsigned > 0 and self.options.clock() - last >= self.options.checkpoint_interval * 1e6
+
     @staticmethod
     def _checkpointed_size(state: _State) -> int:
         return state.last_checkpoint.size if state.last_checkpoint else 0
@@ -377,10 +407,7 @@ class Ledger:
 
     def _checkpoint_if_stale(self) -> None:
         state = self._state
-        if state is None or self._checkpointed_size(state) == state.size:
-            return
-        last = state.last_checkpoint.time if state.last_checkpoint else 0
-        if self.options.clock() - last >= self.options.checkpoint_interval * 1_000_000:
+        if state is not None and self._checkpoint_due(state):
             try:
                 self._checkpoint_now()
             except LedgerError:
@@ -669,20 +696,27 @@ class Ledger:
     # ------------------------------------------------------------------ lifecycle
     def _drain(self) -> None:
         """Wait until everything queued so far is committed."""
-        with self._queue_lock:
-            batch = self._open_batch
-            if not batch.bodies:
-                return
-        batch.done.wait()
+        if self._committer is None or self._closing:
+            return
+        barrier = _Pending(None)
+        self._queue.put(barrier)
+        barrier.lock.acquire()
 
     def close(self, *, checkpoint: bool = True) -> None:
         """Commit what is queued, write a final checkpoint, stop the committer."""
-        with self._queue_lock:
-            self._closing = True
-            self._queue_lock.notify_all()
-        if self._committer is not None:
+        if self._committer is not None and not self._closing:
+            self._queue.put(_CLOSE)
             self._committer.join()
-            self._committer = None
+        self._closing = True
+        self._committer = None
+        while True:  # anything queued by a thread that raced with close: refuse, never hang
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Pending):
+                item.error = LedgerError("the ledger was closed before this entry was written")
+                item.lock.release()
         if checkpoint and self._state is not None:
             try:
                 self.checkpoint()
