@@ -21,20 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import canonical, entry, merkle
 from audit.checkpoint import Checkpoint
-from audit.errors import InvalidEntry, KeyringError, LedgerDamaged, LedgerError, ProofError
+from audit.errors import InvalidEntry, LedgerDamaged, LedgerError, ProofError
 from audit.proofs import ConsistencyProof, InclusionProof
+from audit.keystore import active_key, keychain_from_files, store_key
+from audit.recovery import read_entry, recover_tail
 from audit.signing import KeyChain, KeyRecord, new_key_record
 from audit.store import (
-    NODE_LEVEL_STEP,
     FileLock,
     Index,
+    IndexBatch,
     Segments,
     read_json,
+    read_last_checkpoint,
     write_atomic,
 )
 
@@ -144,7 +146,7 @@ class Ledger:
             created = self.options.clock()
             private = Ed25519PrivateKey.generate()
             record = new_key_record(private, ledger=ledger_id, created=created, from_size=1, previous=None)
-            self._store_key(record, private)
+            store_key(self.path / "keys", record, private)
             Segments(self.path / "segments").create(0)
             (self.path / "checkpoints.log").touch()
             genesis = entry.encode_body(
@@ -171,18 +173,6 @@ class Ledger:
             write_atomic(self.path / "LEDGER.json", canonical.encode(header) + b"\n")
         finally:
             self._lock.release()
-
-    def _store_key(self, record: KeyRecord, private: Ed25519PrivateKey) -> None:
-        keys = self.path / "keys"
-        (keys / "private").mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(keys / "private", 0o700)
-        pem = private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        write_atomic(keys / "private" / f"{record.key_id}.pem", pem, mode=0o600)
-        write_atomic(keys / f"{record.key_id}.json", canonical.encode(record.to_dict()) + b"\n")
 
     # ------------------------------------------------------------------ appending
     def append(
@@ -291,26 +281,17 @@ class Ledger:
     def _write_chunk(self, state: _State, bodies: list[bytes]) -> list[Receipt]:
         stamp = max(self.options.clock(), state.last_time)
         lines: list[bytes] = []
-        leaves: list[bytes] = []
-        ends: list[int] = []
-        nodes: list[tuple[int, bytes]] = []
+        batch = IndexBatch()
         receipts: list[Receipt] = []
-
-        def keep(level: int, index: int, node: bytes) -> None:
-            if level % NODE_LEVEL_STEP == 0:
-                nodes.append((level, node))
-
         sha256 = hashlib.sha256
         size, prev, end, compact = state.size, state.prev, state.active_end, state.compact.copy()
         for body in bodies:
             line = entry.seal_body(body, prev=prev, seq=size, time=stamp)
             leaf = sha256(b"\x00" + line).digest()
-            compact.append(leaf, keep)
+            end += len(line) + 1
+            batch.add(compact, leaf, end)
             receipts.append(Receipt(size, leaf, stamp))
             lines.append(line)
-            leaves.append(leaf)
-            end += len(line) + 1
-            ends.append(end)
             prev = leaf.hex()
             size += 1
         lines.append(b"")
@@ -330,7 +311,7 @@ class Ledger:
                 raise LedgerError(f"write failed, nothing recorded: {exc}") from exc
         finally:
             os.close(fd)
-        self.index.append(leaves, ends, nodes)
+        batch.flush(self.index)
         state.size, state.prev, state.active_end, state.compact = size, prev, end, compact
         state.last_time = stamp
         return receipts
@@ -428,7 +409,7 @@ class Ledger:
                     private, ledger=self.ledger_id, created=self.options.clock(),
                     from_size=state.size + 1, previous=(state.key, state.private),
                 )
-                self._store_key(record, private)
+                store_key(self.path / "keys", record, private)
                 body = entry.encode_body(
                     action="ledger.key.rotate", actor=SYSTEM_ACTOR, object=f"key:{record.key_id}",
                     outcome="ok", detail={"key": record.to_dict(), "previous": state.key.key_id},
@@ -464,49 +445,13 @@ class Ledger:
         if state is not None and self._unchanged(state):
             return state
         self._state = None
-        self.segments.refresh()
-        size = self.index.normalise()
-        compact = self.index.compact_range(size)
-        prev = self.index.leaf(size - 1).hex() if size else entry.GENESIS_PREV
-        last_time = 0
-        if size:
-            fields = entry.chain_fields(self.read_entry(size - 1))
-            if fields is None or fields.seq != size - 1:
-                raise LedgerDamaged(f"index and log disagree at seq {size - 1}; rebuild with verify")
-            last_time = fields.time
-        first, offset = self._position_after(size)
-        leaves: list[bytes] = []
-        ends: list[int] = []
-        nodes: list[tuple[int, bytes]] = []
-
-        def keep(level: int, index: int, node: bytes) -> None:
-            if level % NODE_LEVEL_STEP == 0:
-                nodes.append((level, node))
-
-        current, end = first, offset
-        for segment_first, line in self.segments.iter_lines(first, offset):
-            if segment_first != current:
-                self.index.append(leaves, ends, nodes)
-                leaves, ends, nodes = [], [], []
-                current, end = segment_first, 0
-            if not line.endswith(b"\n"):
-                self._cut_torn_tail(self.segments.path(segment_first), end, len(line), size)
-                break
-            body = line[:-1]
-            fields = entry.chain_fields(body)
-            if fields is None or fields.seq != size or fields.prev != prev or fields.time < last_time:
-                raise LedgerDamaged(f"entry at seq {size} does not continue the log; run `sbx audit verify`")
-            leaf = merkle.leaf_hash(body)
-            compact.append(leaf, keep)
-            leaves.append(leaf)
-            end += len(line)
-            ends.append(end)
-            prev, last_time, size = leaf.hex(), fields.time, size + 1
-        self.index.append(leaves, ends, nodes)
+        tail = recover_tail(self.path, self.segments, self.index)
+        self._pending_repairs.extend(tail.repairs)
+        size, prev, last_time, compact = tail.size, tail.prev, tail.last_time, tail.compact
         active_first = self.segments.firsts[-1]
         active_end = os.stat(self.segments.path(active_first)).st_size
         checkpoints_bytes, last_checkpoint = self._read_last_checkpoint()
-        key, private = self._active_key(size)
+        key, private = active_key(self.path / "keys", size, self.read_entry)
         self._state = _State(
             size=size, prev=prev, last_time=last_time, compact=compact,
             active_first=active_first, active_end=active_end,
@@ -526,84 +471,17 @@ class Ledger:
         full = state.size - state.active_first >= self.options.segment_entries
         return not (full and self.segments.path(state.size).exists())
 
-    def _position_after(self, size: int) -> tuple[int, int]:
-        """Segment and byte offset where entry ``size`` starts."""
-        if size == 0:
-            return self.segments.firsts[0], 0
-        first = self.segments.first_of(size - 1)
-        end = self.index.end_offset(size - 1)
-        if end > os.stat(self.segments.path(first)).st_size:
-            raise LedgerDamaged(f"the index reaches past the log at seq {size - 1}")
-        if first != self.segments.firsts[-1] and end == os.stat(self.segments.path(first)).st_size:
-            return self.segments.first_of(size), 0
-        return first, end
-
-    def _cut_torn_tail(self, segment: Path, offset: int, length: int, seq: int) -> None:
-        """Move an incomplete final line (a writer died mid-write) into ``repairs/``."""
-        with open(segment, "rb") as handle:
-            handle.seek(offset)
-            torn = handle.read()
-        repairs = self.path / "repairs"
-        repairs.mkdir(exist_ok=True)
-        digest = hashlib.sha256(torn).hexdigest()
-        saved = repairs / f"{segment.stem}-{offset}-{digest[:16]}.bin"
-        write_atomic(saved, torn)
-        os.truncate(segment, offset)
-        fd = os.open(segment, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._pending_repairs.append({
-            "at_seq": seq, "bytes": len(torn), "offset": offset, "saved_as": f"repairs/{saved.name}",
-            "segment": segment.name, "sha256": digest, "what": "incomplete final line removed",
-        })
+    def _read_last_checkpoint(self) -> tuple[int, Checkpoint | None]:
+        size, checkpoint, repair = read_last_checkpoint(self.path / "checkpoints.log")
+        if repair is not None:
+            self._pending_repairs.append(repair)
+        return size, checkpoint
 
     def _repair_body(self, detail: dict[str, Any]) -> bytes:
         return entry.encode_body(
             action="ledger.repair", actor=SYSTEM_ACTOR, object=f"segment:{detail['segment']}",
             outcome="repaired", detail=detail,
         )
-
-    def _read_last_checkpoint(self) -> tuple[int, Checkpoint | None]:
-        path = self.path / "checkpoints.log"
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1
-            os.truncate(path, keep)
-            self._pending_repairs.append({
-                "at_seq": -1, "bytes": len(data) - keep, "offset": keep, "saved_as": None,
-                "segment": "checkpoints.log", "sha256": hashlib.sha256(data[keep:]).hexdigest(),
-                "what": "incomplete checkpoint removed",
-            })
-            data = data[:keep]
-        if not data:
-            return 0, None
-        last = data[data.rfind(b"\n", 0, len(data) - 1) + 1 : -1]
-        return len(data), Checkpoint.decode(last)
-
-    def _active_key(self, size: int) -> tuple[KeyRecord, Ed25519PrivateKey]:
-        """The newest key whose introducing entry is in the log."""
-        records: dict[str | None, KeyRecord] = {}
-        for path in (self.path / "keys").glob("*.json"):
-            record = KeyRecord.from_dict(read_json(path))
-            records[record.previous] = record
-        key = records.get(None)
-        if key is None:
-            raise KeyringError("the ledger's first key record is missing")
-        while (successor := records.get(key.key_id)) is not None and successor.from_size <= size:
-            fields = entry.parse(self.read_entry(successor.from_size - 1))
-            if fields["detail"].get("key", {}).get("key_id") != successor.key_id:
-                break
-            key = successor
-        pem = self.path / "keys" / "private" / f"{key.key_id}.pem"
-        try:
-            private = serialization.load_pem_private_key(pem.read_bytes(), password=None)
-        except FileNotFoundError:
-            raise KeyringError(f"the private key of the active key {key.key_id[:16]}… is missing") from None
-        if not isinstance(private, Ed25519PrivateKey):
-            raise KeyringError("the active private key is not an Ed25519 key")
-        return key, private
 
     # ------------------------------------------------------------------ reading
     @property
@@ -615,12 +493,7 @@ class Ledger:
         """The encoded entry at ``seq`` (without its newline)."""
         if not 0 <= seq < self.index.count():
             raise LedgerError(f"no entry {seq}: the ledger has {self.index.count()} entries")
-        first = self.segments.first_of(seq)
-        start = 0 if seq == first else self.index.end_offset(seq - 1)
-        end = self.index.end_offset(seq)
-        with open(self.segments.path(first), "rb") as handle:
-            handle.seek(start)
-            return handle.read(end - start)[:-1]
+        return read_entry(self.segments, self.index, seq)
 
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """``(seq, encoded entry)`` for ``start <= seq < stop``."""
@@ -644,14 +517,8 @@ class Ledger:
         return self._read_last_checkpoint()[1]
 
     def keychain(self) -> KeyChain:
-        chain = KeyChain(self.ledger_id)
-        records = [KeyRecord.from_dict(read_json(p)) for p in (self.path / "keys").glob("*.json")]
-        by_previous = {r.previous: r for r in records}
-        record = by_previous.get(None)
-        while record is not None:
-            chain.add(record)
-            record = by_previous.get(record.key_id)
-        return chain
+        """The ledger's key chain, from the key files (the verifier reads it from entries)."""
+        return keychain_from_files(self.path / "keys", self.ledger_id, self.size, self.read_entry)
 
     # ------------------------------------------------------------------ proofs
     def prove_inclusion(self, seq: int, tree_size: int | None = None) -> InclusionProof:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import struct
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from audit import merkle
+from audit.checkpoint import Checkpoint
 from audit.errors import LedgerBusy, LedgerDamaged
 
 NODE_LEVEL_STEP = 8
@@ -225,6 +227,31 @@ class Index:
         self._levels.clear()
 
 
+class IndexBatch:
+    """Index records for entries being appended, written to the index in one go."""
+
+    __slots__ = ("ends", "leaves", "nodes")
+
+    def __init__(self) -> None:
+        self.leaves: list[bytes] = []
+        self.ends: list[int] = []
+        self.nodes: list[tuple[int, bytes]] = []
+
+    def keep_node(self, level: int, index: int, node: bytes) -> None:
+        if level % NODE_LEVEL_STEP == 0:
+            self.nodes.append((level, node))
+
+    def add(self, compact: merkle.CompactRange, leaf: bytes, end: int) -> None:
+        """Append ``leaf`` (ending at byte ``end`` of its segment) to ``compact``."""
+        compact.append(leaf, self.keep_node)
+        self.leaves.append(leaf)
+        self.ends.append(end)
+
+    def flush(self, index: Index) -> None:
+        index.append(self.leaves, self.ends, self.nodes)
+        self.leaves, self.ends, self.nodes = [], [], []
+
+
 class Segments:
     """The segment files: where each entry's bytes are."""
 
@@ -278,6 +305,46 @@ class Segments:
                         yield first, line + b"\n"
                 if rest:
                     yield first, rest
+
+
+def quarantine_torn_tail(root: Path, segment: Path, offset: int, seq: int) -> dict[str, Any]:
+    """Move an incomplete final line (a writer died mid-write) from ``segment`` into
+    ``root/repairs/`` and return the detail of the ``ledger.repair`` entry to record."""
+    with open(segment, "rb") as handle:
+        handle.seek(offset)
+        torn = handle.read()
+    repairs = root / "repairs"
+    repairs.mkdir(exist_ok=True)
+    digest = hashlib.sha256(torn).hexdigest()
+    saved = repairs / f"{segment.stem}-{offset}-{digest[:16]}.bin"
+    write_atomic(saved, torn)
+    os.truncate(segment, offset)
+    with opened(segment, os.O_RDONLY) as fd:
+        os.fsync(fd)
+    return {
+        "at_seq": seq, "bytes": len(torn), "offset": offset, "saved_as": f"repairs/{saved.name}",
+        "segment": segment.name, "sha256": digest, "what": "incomplete final line removed",
+    }
+
+
+def read_last_checkpoint(path: Path) -> tuple[int, Checkpoint | None, dict[str, Any] | None]:
+    """Bytes in the checkpoint log, its last checkpoint, and the detail of a repair if an
+    incomplete final line had to be cut (it was never a signed statement of the ledger)."""
+    data = path.read_bytes()
+    repair = None
+    if data and not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+        os.truncate(path, keep)
+        repair = {
+            "at_seq": -1, "bytes": len(data) - keep, "offset": keep, "saved_as": None,
+            "segment": path.name, "sha256": hashlib.sha256(data[keep:]).hexdigest(),
+            "what": "incomplete checkpoint removed",
+        }
+        data = data[:keep]
+    if not data:
+        return 0, None, repair
+    last = data[data.rfind(b"\n", 0, len(data) - 1) + 1 : -1]
+    return len(data), Checkpoint.decode(last), repair
 
 
 @contextlib.contextmanager
