@@ -472,7 +472,8 @@ class Ledger:
         return not (full and self.segments.path(state.size).exists())
 
     def _read_last_checkpoint(self) -> tuple[int, Checkpoint | None]:
-        size, checkpoint, repair = read_last_checkpoint(self.path / "checkpoints.log")
+        """(lock held)"""
+        size, checkpoint, repair = read_last_checkpoint(self.path, repair=True)
         if repair is not None:
             self._pending_repairs.append(repair)
         return size, checkpoint
@@ -510,11 +511,13 @@ class Ledger:
             seq += 1
 
     def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint, oldest first (a line still being written is not one yet)."""
         data = (self.path / "checkpoints.log").read_bytes()
-        return [Checkpoint.decode(line) for line in data.split(b"\n") if line]
+        complete = data[: data.rfind(b"\n") + 1]
+        return [Checkpoint.decode(line) for line in complete.split(b"\n") if line]
 
     def latest_checkpoint(self) -> Checkpoint | None:
-        return self._read_last_checkpoint()[1]
+        return read_last_checkpoint(self.path, repair=False)[1]
 
     def keychain(self) -> KeyChain:
         """The ledger's key chain, from the key files (the verifier reads it from entries)."""

@@ -307,9 +307,12 @@ class Segments:
                     yield first, rest
 
 
-def quarantine_torn_tail(root: Path, segment: Path, offset: int, seq: int) -> dict[str, Any]:
-    """Move an incomplete final line (a writer died mid-write) from ``segment`` into
-    ``root/repairs/`` and return the detail of the ``ledger.repair`` entry to record."""
+def quarantine_torn_tail(
+    root: Path, segment: Path, offset: int, seq: int | None
+) -> dict[str, Any]:
+    """Move an incomplete final line (a writer died mid-write) from ``segment`` (or the
+    checkpoint log) into ``root/repairs/``; return the detail of the ``ledger.repair``
+    entry to record. ``seq``: the seq the line would have had, if it was an entry."""
     with open(segment, "rb") as handle:
         handle.seek(offset)
         torn = handle.read()
@@ -327,24 +330,24 @@ def quarantine_torn_tail(root: Path, segment: Path, offset: int, seq: int) -> di
     }
 
 
-def read_last_checkpoint(path: Path) -> tuple[int, Checkpoint | None, dict[str, Any] | None]:
-    """Bytes in the checkpoint log, its last checkpoint, and the detail of a repair if an
-    incomplete final line had to be cut (it was never a signed statement of the ledger)."""
+def read_last_checkpoint(
+    root: Path, *, repair: bool
+) -> tuple[int, Checkpoint | None, dict[str, Any] | None]:
+    """Bytes of complete lines in ``root/checkpoints.log`` and its last checkpoint. With
+    ``repair`` (a writer holding the lock), an incomplete final line — never a signed
+    statement — is moved aside and the detail of that repair returned as well."""
+    path = root / "checkpoints.log"
     data = path.read_bytes()
-    repair = None
+    repaired = None
     if data and not data.endswith(b"\n"):
         keep = data.rfind(b"\n") + 1
-        os.truncate(path, keep)
-        repair = {
-            "at_seq": -1, "bytes": len(data) - keep, "offset": keep, "saved_as": None,
-            "segment": path.name, "sha256": hashlib.sha256(data[keep:]).hexdigest(),
-            "what": "incomplete checkpoint removed",
-        }
+        if repair:
+            repaired = quarantine_torn_tail(root, path, keep, None)
         data = data[:keep]
     if not data:
-        return 0, None, repair
+        return 0, None, repaired
     last = data[data.rfind(b"\n", 0, len(data) - 1) + 1 : -1]
-    return len(data), Checkpoint.decode(last), repair
+    return len(data), Checkpoint.decode(last), repaired
 
 
 @contextlib.contextmanager
