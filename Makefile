@@ -11,8 +11,9 @@ PYTEST_WORKERS ?= 2
 
 install: $(STAMP)
 
-# Re-install only when the pinned versions change.
-$(STAMP): pyproject.toml
+# Re-install only when the pinned versions or the system package list change.
+$(STAMP): pyproject.toml system-packages.txt
+	scripts/install-system-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
