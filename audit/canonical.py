@@ -18,10 +18,22 @@ MAX_SAFE_INTEGER = 2**53 - 1
 _encoder = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
 )
+# The same encoder as _encoder, built once: check_value has already ruled out cycles,
+# floats and foreign types, so the per-call set-up of JSONEncoder.encode is not needed.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_fast_encode: Any = (
+    _c_make_encoder(None, _encoder.default, json.encoder.encode_basestring, None, ":", ",",
+                    True, False, False)
+    if _c_make_encoder is not None
+    else lambda value, _level: [_encoder.encode(value)]
+)
 
 
 class CanonicalError(ValueError):
     """A value cannot be represented, or bytes are not in canonical form."""
+
+
+_MAX_ITEMS = 1 << 20  # more values than any entry can hold: a cycle, or far too large
 
 
 def check_value(value: Any) -> None:
@@ -30,27 +42,35 @@ def check_value(value: Any) -> None:
     Strings are checked for lone surrogates by :func:`encode`, which must encode anyway."""
     stack = [value]
     pop, extend = stack.pop, stack.extend
+    budget = _MAX_ITEMS
     while stack:
+        budget -= 1
         item = pop()
-        if item is None or isinstance(item, str | bool):
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
             continue
-        if isinstance(item, float):
-            break
-        if isinstance(item, int):
+        if kind is int:
             if -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
                 continue
             break
-        if isinstance(item, dict):
-            if all(type(key) is str for key in item):
-                extend(item.values())
-                continue
-            break
-        if isinstance(item, list | tuple):
+        if kind is dict:
+            if budget < 0 or not all(type(key) is str for key in item):
+                break
+            extend(item.values())
+            continue
+        if kind is list or kind is tuple:
+            if budget < 0:
+                break
             extend(item)
             continue
+        if isinstance(item, str) or (isinstance(item, int) and not isinstance(item, bool)
+                                     and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER):
+            continue  # subclasses such as enums encode as their plain values
         break
     else:
         return
+    if budget < 0:
+        raise CanonicalError("value is too large or refers to itself")
     _explain(value, "$")  # slow path: find the offending value and say where it is
     raise CanonicalError("value is not representable as canonical JSON")
 
@@ -99,7 +119,7 @@ def encode(value: Any) -> bytes:
     """Return the canonical UTF-8 bytes of ``value`` after checking it."""
     check_value(value)
     try:
-        return _encoder.encode(value).encode("utf-8")
+        return "".join(_fast_encode(value, 0)).encode("utf-8")
     except UnicodeEncodeError:
         raise CanonicalError(_find_bad_text(value) or "string is not valid Unicode") from None
 

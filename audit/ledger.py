@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -27,6 +26,7 @@ from audit import canonical, entry, merkle
 from audit.checkpoint import Checkpoint
 from audit.errors import InvalidEntry, LedgerDamaged, LedgerError, ProofError
 from audit.proofs import ConsistencyProof, InclusionProof
+from audit.groupcommit import GroupCommit
 from audit.keystore import active_key, keychain_from_files, store_key
 from audit.recovery import read_entry, recover_tail
 from audit.signing import KeyChain, KeyRecord, new_key_record
@@ -50,8 +50,7 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-@dataclass(frozen=True)
-class Receipt:
+class Receipt(NamedTuple):
     """What an acknowledged append returns: the entry is durable at ``seq``."""
 
     seq: int
@@ -81,27 +80,10 @@ class _State:
     compact: merkle.CompactRange
     active_first: int
     active_end: int
-    checkpoints_bytes: int
+    active_fd: int  # the active segment, open for appending while this state is current
     last_checkpoint: Checkpoint | None
     key: KeyRecord
     private: Ed25519PrivateKey
-
-
-class _Pending:
-    """One queued append. Its lock is held until the committer has an answer, so the
-    caller waits on a lock of its own: no shared condition, no thundering herd."""
-
-    __slots__ = ("body", "error", "lock", "receipt")
-
-    def __init__(self, body: bytes | None) -> None:
-        self.body = body  # None: a barrier that only waits for what was queued before
-        self.lock = threading.Lock()
-        self.lock.acquire()
-        self.receipt: Receipt | None = None
-        self.error: BaseException | None = None
-
-
-_CLOSE = object()
 
 
 class Ledger:
@@ -113,9 +95,9 @@ class Ledger:
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(self.path / "lock")
         self._mutex = threading.Lock()  # one commit per process at a time
-        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
-        self._start_lock = threading.Lock()
-        self._committer: threading.Thread | None = None
+        self._group: GroupCommit[Receipt] = GroupCommit(self._commit)
+        self._ticker: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._closing = False
         self._state: _State | None = None
         self._pending_repairs: list[dict[str, Any]] = []
@@ -190,25 +172,21 @@ class Ledger:
             action=action, actor=actor, object=object, outcome=outcome, detail=detail,
             max_bytes=self.options.max_entry_bytes,
         )
-        pending = _Pending(body)
-        self._enqueue(pending)
-        pending.lock.acquire()
-        if pending.error is not None:
-            raise LedgerError(f"entry not recorded: {pending.error}") from pending.error
-        assert pending.receipt is not None
-        return pending.receipt
+        if self._ticker is None:
+            self._start_ticker()
+        return self._group.submit(body)
 
-    def _enqueue(self, item: _Pending | object) -> None:
-        if self._closing:
-            raise LedgerError("the ledger is closed")
-        if self._committer is None:
-            with self._start_lock:
-                if self._committer is None:
-                    self._committer = threading.Thread(
-                        target=self._commit_loop, name="ledger-committer", daemon=True
-                    )
-                    self._committer.start()
-        self._queue.put(item)
+    def _start_ticker(self) -> None:
+        """Sign a checkpoint when entries have waited ``checkpoint_interval`` unsigned,
+        even if no further append comes to do it."""
+        with self._mutex:
+            if self._ticker is None and not self._closing:
+                self._ticker = threading.Thread(target=self._tick, name="ledger-ticker", daemon=True)
+                self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stopping.wait(self.options.checkpoint_interval / 2):
+            self._checkpoint_if_stale()
 
     def append_many(self, entries: Iterable[dict[str, Any]]) -> list[Receipt]:
         """Append entries (each a mapping of :meth:`append`'s arguments) in one commit."""
@@ -219,35 +197,6 @@ class Ledger:
             except TypeError as exc:
                 raise InvalidEntry(f"unexpected entry fields: {exc}") from None
         return self._commit(bodies) if bodies else []
-
-    def _commit_loop(self) -> None:
-        """Take everything queued, commit it with one sync, answer every caller."""
-        while True:
-            try:
-                first = self._queue.get(timeout=self.options.checkpoint_interval)
-            except queue.Empty:
-                self._checkpoint_if_stale()
-                continue
-            batch = [first]
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            items = [item for item in batch if isinstance(item, _Pending)]
-            writes = [item for item in items if item.body is not None]
-            try:
-                if writes:
-                    receipts = self._commit([item.body for item in writes if item.body is not None])
-                    for item, receipt in zip(writes, receipts, strict=True):
-                        item.receipt = receipt
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
-                for item in items:
-                    item.error = exc
-            for item in items:
-                item.lock.release()
-            if _CLOSE in batch:
-                return
 
     def _commit(self, bodies: list[bytes]) -> list[Receipt]:
         with self._mutex:
@@ -295,22 +244,17 @@ class Ledger:
             prev = leaf.hex()
             size += 1
         lines.append(b"")
-        segment = self.segments.path(state.active_first)
-        fd = os.open(segment, os.O_WRONLY | os.O_APPEND)
+        fd = state.active_fd
         try:
+            os.write(fd, b"\n".join(lines))
+            os.fdatasync(fd)
+        except OSError as exc:
+            self._forget_state()  # re-read from disk next time
             try:
-                os.write(fd, b"\n".join(lines))
-                os.fdatasync(fd)
-            except OSError as exc:
-                self._state = None  # re-read from disk next time
-                try:
-                    os.ftruncate(fd, state.active_end)
-                    os.fsync(fd)
-                except OSError:
-                    raise LedgerDamaged(f"write failed and could not be undone: {exc}") from exc
-                raise LedgerError(f"write failed, nothing recorded: {exc}") from exc
-        finally:
-            os.close(fd)
+                os.truncate(self.segments.path(state.active_first), state.active_end)
+            except OSError:
+                raise LedgerDamaged(f"write failed and could not be undone: {exc}") from exc
+            raise LedgerError(f"write failed, nothing recorded: {exc}") from exc
         batch.flush(self.index)
         state.size, state.prev, state.active_end, state.compact = size, prev, end, compact
         state.last_time = stamp
@@ -330,7 +274,8 @@ class Ledger:
         }
         write_atomic(self.segments.seal_path(first), canonical.encode(seal) + b"\n", mode=0o444)
         os.chmod(self.segments.path(first), 0o444)
-        self.segments.create(state.size)
+        os.close(state.active_fd)
+        state.active_fd = os.open(self.segments.create(state.size), os.O_WRONLY | os.O_APPEND)
         state.active_first, state.active_end = state.size, 0
 
     # ------------------------------------------------------------------ checkpoints
@@ -347,6 +292,8 @@ class Ledger:
         return state.last_checkpoint.size if state.last_checkpoint else 0
 
     def _write_checkpoint(self, state: _State) -> Checkpoint:
+        # Another process may have signed one since this state was read: never go back.
+        state.last_checkpoint = self._read_last_checkpoint() or state.last_checkpoint
         stamp = max(self.options.clock(), state.last_time)
         if state.last_checkpoint is not None:
             stamp = max(stamp, state.last_checkpoint.time)
@@ -362,7 +309,6 @@ class Ledger:
         finally:
             os.close(fd)
         self.index.fsync()
-        state.checkpoints_bytes += len(line)
         state.last_checkpoint = checkpoint
         return checkpoint
 
@@ -444,39 +390,41 @@ class Ledger:
         state = self._state
         if state is not None and self._unchanged(state):
             return state
-        self._state = None
+        self._forget_state()
         tail = recover_tail(self.path, self.segments, self.index)
         self._pending_repairs.extend(tail.repairs)
         size, prev, last_time, compact = tail.size, tail.prev, tail.last_time, tail.compact
         active_first = self.segments.firsts[-1]
-        active_end = os.stat(self.segments.path(active_first)).st_size
-        checkpoints_bytes, last_checkpoint = self._read_last_checkpoint()
+        active_fd = os.open(self.segments.path(active_first), os.O_WRONLY | os.O_APPEND)
+        active_end = os.fstat(active_fd).st_size
+        last_checkpoint = self._read_last_checkpoint()
         key, private = active_key(self.path / "keys", size, self.read_entry)
         self._state = _State(
             size=size, prev=prev, last_time=last_time, compact=compact,
-            active_first=active_first, active_end=active_end,
-            checkpoints_bytes=checkpoints_bytes, last_checkpoint=last_checkpoint,
+            active_first=active_first, active_end=active_end, active_fd=active_fd,
+            last_checkpoint=last_checkpoint,
             key=key, private=private,
         )
         return self._state
 
     def _unchanged(self, state: _State) -> bool:
-        try:
-            if os.stat(self.segments.path(state.active_first)).st_size != state.active_end:
-                return False
-            if os.stat(self.path / "checkpoints.log").st_size != state.checkpoints_bytes:
-                return False
-        except FileNotFoundError:
+        """Whether no other writer appended since this state was read (lock held)."""
+        if os.fstat(state.active_fd).st_size != state.active_end:
             return False
         full = state.size - state.active_first >= self.options.segment_entries
         return not (full and self.segments.path(state.size).exists())
 
-    def _read_last_checkpoint(self) -> tuple[int, Checkpoint | None]:
-        """(lock held)"""
-        size, checkpoint, repair = read_last_checkpoint(self.path, repair=True)
+    def _read_last_checkpoint(self) -> Checkpoint | None:
+        """The newest checkpoint on disk (lock held: a torn line is repaired)."""
+        checkpoint, repair = read_last_checkpoint(self.path, repair=True)
         if repair is not None:
             self._pending_repairs.append(repair)
-        return size, checkpoint
+        return checkpoint
+
+    def _forget_state(self) -> None:
+        if self._state is not None:
+            os.close(self._state.active_fd)
+            self._state = None
 
     def _repair_body(self, detail: dict[str, Any]) -> bytes:
         return entry.encode_body(
@@ -517,7 +465,7 @@ class Ledger:
         return [Checkpoint.decode(line) for line in complete.split(b"\n") if line]
 
     def latest_checkpoint(self) -> Checkpoint | None:
-        return read_last_checkpoint(self.path, repair=False)[1]
+        return read_last_checkpoint(self.path, repair=False)[0]
 
     def keychain(self) -> KeyChain:
         """The ledger's key chain, from the key files (the verifier reads it from entries)."""
@@ -565,33 +513,24 @@ class Ledger:
 
     # ------------------------------------------------------------------ lifecycle
     def _drain(self) -> None:
-        """Wait until everything queued so far is committed."""
-        if self._committer is None or self._closing:
-            return
-        barrier = _Pending(None)
-        self._queue.put(barrier)
-        barrier.lock.acquire()
+        """Wait until everything submitted so far is committed."""
+        self._group.barrier()
 
     def close(self, *, checkpoint: bool = True) -> None:
-        """Commit what is queued, write a final checkpoint, stop the committer."""
-        if self._committer is not None and not self._closing:
-            self._queue.put(_CLOSE)
-            self._committer.join()
+        """Refuse new appends, commit what is queued, write a final checkpoint."""
+        if self._closing:
+            return
+        self._group.close()
         self._closing = True
-        self._committer = None
-        while True:  # anything queued by a thread that raced with close: refuse, never hang
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, _Pending):
-                item.error = LedgerError("the ledger was closed before this entry was written")
-                item.lock.release()
+        self._stopping.set()
+        if self._ticker is not None:
+            self._ticker.join()
         if checkpoint and self._state is not None:
             try:
-                self.checkpoint()
+                self._checkpoint_now()
             except LedgerError:
                 pass
+        self._forget_state()
         self.index.close()
         self._lock.close()
 

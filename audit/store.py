@@ -330,24 +330,32 @@ def quarantine_torn_tail(
     }
 
 
-def read_last_checkpoint(
-    root: Path, *, repair: bool
-) -> tuple[int, Checkpoint | None, dict[str, Any] | None]:
-    """Bytes of complete lines in ``root/checkpoints.log`` and its last checkpoint. With
-    ``repair`` (a writer holding the lock), an incomplete final line — never a signed
+def read_last_checkpoint(root: Path, *, repair: bool) -> tuple[Checkpoint | None, dict[str, Any] | None]:
+    """The last checkpoint in ``root/checkpoints.log``, read from the end of the file.
+
+    With ``repair`` (a writer holding the lock), an incomplete final line — never a signed
     statement — is moved aside and the detail of that repair returned as well."""
     path = root / "checkpoints.log"
-    data = path.read_bytes()
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        window = 8192
+        while True:
+            start = max(0, size - window)
+            handle.seek(start)
+            tail = handle.read()
+            if start == 0 or tail.count(b"\n") >= 2:
+                break
+            window *= 4
     repaired = None
-    if data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
+    if tail and not tail.endswith(b"\n"):
+        keep = start + tail.rfind(b"\n") + 1
         if repair:
             repaired = quarantine_torn_tail(root, path, keep, None)
-        data = data[:keep]
-    if not data:
-        return 0, None, repaired
-    last = data[data.rfind(b"\n", 0, len(data) - 1) + 1 : -1]
-    return len(data), Checkpoint.decode(last), repaired
+        tail = tail[: keep - start]
+    lines = tail.split(b"\n")
+    if len(lines) < 2 or (start > 0 and len(lines) < 3):
+        return None, repaired
+    return Checkpoint.decode(lines[-2]), repaired
 
 
 @contextlib.contextmanager
