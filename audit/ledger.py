@@ -100,6 +100,7 @@ class Ledger:
         self._stopping = threading.Event()
         self._closing = False
         self._state: _State | None = None
+        self._key_cache: tuple[int, KeyRecord, Ed25519PrivateKey] | None = None
         self._pending_repairs: list[dict[str, Any]] = []
         if not (self.path / "LEDGER.json").exists():
             self._create()
@@ -390,15 +391,16 @@ class Ledger:
         state = self._state
         if state is not None and self._unchanged(state):
             return state
+        known = state.compact if state is not None else None
         self._forget_state()
-        tail = recover_tail(self.path, self.segments, self.index)
+        tail = recover_tail(self.path, self.segments, self.index, known)
         self._pending_repairs.extend(tail.repairs)
         size, prev, last_time, compact = tail.size, tail.prev, tail.last_time, tail.compact
         active_first = self.segments.firsts[-1]
         active_fd = os.open(self.segments.path(active_first), os.O_WRONLY | os.O_APPEND)
         active_end = os.fstat(active_fd).st_size
         last_checkpoint = self._read_last_checkpoint()
-        key, private = active_key(self.path / "keys", size, self.read_entry)
+        key, private = self._active_key(size)
         self._state = _State(
             size=size, prev=prev, last_time=last_time, compact=compact,
             active_first=active_first, active_end=active_end, active_fd=active_fd,
@@ -420,6 +422,16 @@ class Ledger:
         if repair is not None:
             self._pending_repairs.append(repair)
         return checkpoint
+
+    def _active_key(self, size: int) -> tuple[KeyRecord, Ed25519PrivateKey]:
+        """The signing key, re-read only when the key folder changed (a rotation)."""
+        stamp = os.stat(self.path / "keys").st_mtime_ns
+        cached = self._key_cache
+        if cached is not None and cached[0] == stamp and cached[1].from_size <= size:
+            return cached[1], cached[2]
+        key, private = active_key(self.path / "keys", size, self.read_entry)
+        self._key_cache = (stamp, key, private)
+        return key, private
 
     def _forget_state(self) -> None:
         if self._state is not None:

@@ -41,11 +41,23 @@ def read_entry(segments: Segments, index: Index, seq: int) -> bytes:
         return handle.read(end - start)[:-1]
 
 
-def recover_tail(root: Path, segments: Segments, index: Index) -> Tail:
-    """Bring the index up to the end of the log and describe that end."""
+_EXTEND_LIMIT = 4096  # beyond this many new leaves, rebuilding from stored nodes is cheaper
+
+
+def recover_tail(
+    root: Path, segments: Segments, index: Index, known: merkle.CompactRange | None = None
+) -> Tail:
+    """Bring the index up to the end of the log and describe that end. ``known``: the
+    compact range this writer had, extended with the leaves indexed since if it can be."""
     segments.refresh()
     size = index.normalise()
-    compact = index.compact_range(size)
+    if known is not None and 0 <= size - known.end <= _EXTEND_LIMIT:
+        compact = known.copy()
+        new_leaves = index.leaves.read(known.end, size - known.end) if size > known.end else b""
+        for offset in range(0, len(new_leaves), merkle.HASH_SIZE):
+            compact.append(new_leaves[offset : offset + merkle.HASH_SIZE])
+    else:
+        compact = index.compact_range(size)
     prev, last_time = entry.GENESIS_PREV, 0
     if size:
         fields = entry.chain_fields(read_entry(segments, index, size - 1))

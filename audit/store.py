@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import struct
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,23 +67,43 @@ def read_json(path: Path) -> Any:
 
 
 class FileLock:
-    """An exclusive ``flock`` on a file: one writer at a time across processes."""
+    """An exclusive ``flock`` on a file: one writer at a time across processes.
+
+    A contended lock is waited for with a *blocking* ``flock``, which the kernel hands to
+    waiters in turn (polling would let the process that just released it win again and
+    again). The blocking call runs in a helper thread so that the caller can give up after
+    ``timeout``; a helper that gets the lock after its caller gave up releases it at once.
+    """
 
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
     def acquire(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        delay = 0.0005
-        while True:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        decided = threading.Lock()
+        outcome = {"acquired": False, "abandoned": False}
+        done = threading.Event()
+
+        def wait_for_lock() -> None:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            with decided:
+                if outcome["abandoned"]:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                else:
+                    outcome["acquired"] = True
+            done.set()
+
+        threading.Thread(target=wait_for_lock, name="ledger-lock", daemon=True).start()
+        done.wait(timeout)
+        with decided:
+            if outcome["acquired"]:
                 return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LedgerBusy(f"the ledger stayed locked for {timeout:.0f} s") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.01)
+            outcome["abandoned"] = True
+        raise LedgerBusy(f"the ledger stayed locked for {timeout:g} s")
 
     def release(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
