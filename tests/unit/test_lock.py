@@ -37,7 +37,7 @@ def test_a_held_lock_times_out_with_a_clear_error_and_is_not_leaked(tmp_path: Pa
     with pytest.raises(LedgerError, match="stayed locked"):
         ledger.append(action="b", actor="u", object="o")
     assert time.monotonic() - started < 1.2
-    holder.wait()
+    holder.communicate()
     # The helper that got the lock after the caller gave up must have let it go.
     receipt = ledger.append(action="c", actor="u", object="o")
     assert receipt.seq == 2
@@ -53,7 +53,7 @@ def test_waiter_gets_the_lock_when_the_holder_lets_go(tmp_path: Path) -> None:
     waited = time.monotonic() - started
     lock.release()
     lock.close()
-    holder.wait()
+    holder.communicate()
     assert 0.2 < waited < 3
 
 
