@@ -24,8 +24,8 @@ from typing import IO, TYPE_CHECKING, Any
 from audit import canonical, merkle
 from audit.checkpoint import Checkpoint
 from audit.errors import ArchiveError, KeyringError
-from audit.signing import DOMAIN_MANIFEST, KeyChain, KeyRecord, check_signature, sign
 from audit.scan import TASK_BYTES, Assembler, walk_range
+from audit.signing import DOMAIN_MANIFEST, KeyChain, KeyRecord, check_signature, sign
 from audit.walk import Failed, Problem, Scheduled
 
 if TYPE_CHECKING:
@@ -114,8 +114,13 @@ def export_archive(ledger: Ledger, first: int, last: int, destination: Path) -> 
     manifest = {**body, "sig": sign(private, DOMAIN_MANIFEST, body)}
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = destination.with_name(f".{destination.name}.partial")
-    mode = "w:gz" if destination.name.endswith((".gz", ".tgz")) else "w"
-    with tarfile.open(temporary, mode, format=tarfile.PAX_FORMAT) as tar:
+    compress = destination.name.endswith((".gz", ".tgz"))
+    tar = (
+        tarfile.open(temporary, "w:gz", format=tarfile.PAX_FORMAT)
+        if compress
+        else tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT)
+    )
+    with tar:
         _add(tar, "MANIFEST.json", canonical.encode(manifest) + b"\n")
         for name in sorted(files, key=_member_order):
             _add(tar, name, files[name])
@@ -180,7 +185,11 @@ def verify_archive(
         if first_member is None or first_member[0] != "MANIFEST.json":
             raise Failed(Problem("the archive does not start with MANIFEST.json"))
         manifest = canonical.decode(_read_small(first_member[1], "MANIFEST.json").rstrip(b"\n"))
-        if not isinstance(manifest, dict) or manifest.get("format") != ARCHIVE_FORMAT or manifest.get("v") != ARCHIVE_VERSION:
+        if (
+            not isinstance(manifest, dict)
+            or manifest.get("format") != ARCHIVE_FORMAT
+            or manifest.get("v") != ARCHIVE_VERSION
+        ):
             raise Failed(Problem("MANIFEST.json is not an sbx archive manifest of version 1"))
         try:
             ledger_id = str(manifest["ledger"])
@@ -218,11 +227,14 @@ def verify_archive(
                     assembler = _start(keys, records, manifest, checkpoints, cover, witnessed, left)
                     boundaries = assembler.boundaries()
                 digest = hashlib.sha256()
-                start_bytes, expected_first = assembler.byte_count, _first_seq_of(name)
+                start_bytes = assembler.byte_count
+                expected_first: int | None = _first_seq_of(name)
                 for chunk in _digesting_chunks(handle, digest, TASK_BYTES):
                     result = walk_range(chunk, boundaries, deep)
                     if result.torn and result.problem is None:
-                        result.problem = Problem("entry is cut off (no final newline)", result.size or None)
+                        result.problem = Problem(
+                            "entry is cut off (no final newline)", result.size or None
+                        )
                     assembler.add(result, expected_first=expected_first)
                     expected_first = None
                     advance(len(chunk))
@@ -244,8 +256,9 @@ def verify_archive(
         if assembler is None:
             raise Failed(Problem("the archive holds no entries"))
         if assembler.size != last + 1:
-            raise Failed(Problem(f"the archive ends at seq {assembler.size - 1}, not {last}",
-                                 assembler.size))
+            raise Failed(
+                Problem(f"the archive ends at seq {assembler.size - 1}, not {last}", assembler.size)
+            )
         assembler.finish(right)
     report.entries, report.bytes = last + 1, assembler.byte_count
     report.checkpoints = assembler.verified
@@ -282,11 +295,16 @@ def _start(
         raise Failed(Problem("some key records do not belong to the key chain"))
     signer = keys.get(str(manifest.get("key_id")))
     body = {k: v for k, v in manifest.items() if k != "sig"}
-    if signer is None or not check_signature(signer.verifier(), DOMAIN_MANIFEST, body, manifest.get("sig")):
+    if signer is None or not check_signature(
+        signer.verifier(), DOMAIN_MANIFEST, body, manifest.get("sig")
+    ):
         raise Failed(Problem("MANIFEST.json's signature does not verify with the ledger's keys"))
     if not checkpoints or checkpoints[-1] != cover:
         raise Failed(Problem("checkpoints.log does not end with the manifest's checkpoint"))
     schedule = [Scheduled(cp, n, f"checkpoint #{n}") for n, cp in enumerate(checkpoints)]
-    schedule += [Scheduled(cp, None, "witnessed checkpoint") for cp in witnessed
-                 if left.end < cp.size <= cover.size]
+    schedule += [
+        Scheduled(cp, None, "witnessed checkpoint")
+        for cp in witnessed
+        if left.end < cp.size <= cover.size
+    ]
     return Assembler(keys, schedule, left)

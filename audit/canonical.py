@@ -22,8 +22,9 @@ _encoder = json.JSONEncoder(
 # floats and foreign types, so the per-call set-up of JSONEncoder.encode is not needed.
 _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 _fast_encode: Any = (
-    _c_make_encoder(None, _encoder.default, json.encoder.encode_basestring, None, ":", ",",
-                    True, False, False)
+    _c_make_encoder(
+        None, _encoder.default, json.encoder.encode_basestring, None, ":", ",", True, False, False
+    )
     if _c_make_encoder is not None
     else lambda value, _level: [_encoder.encode(value)]
 )
@@ -63,8 +64,11 @@ def check_value(value: Any) -> None:
                 break
             extend(item)
             continue
-        if isinstance(item, str) or (isinstance(item, int) and not isinstance(item, bool)
-                                     and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER):
+        if isinstance(item, str) or (
+            isinstance(item, int)
+            and not isinstance(item, bool)
+            and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER
+        ):
             continue  # subclasses such as enums encode as their plain values
         break
     else:

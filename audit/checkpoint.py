@@ -55,15 +55,34 @@ class Checkpoint:
 
     @classmethod
     def signed(
-        cls, private: Ed25519PrivateKey, *, ledger: str, size: int, root: bytes, time: int, key_id: str
+        cls,
+        private: Ed25519PrivateKey,
+        *,
+        ledger: str,
+        size: int,
+        root: bytes,
+        time: int,
+        key_id: str,
     ) -> Checkpoint:
         unsigned = cls(ledger=ledger, size=size, root=root, time=time, key_id=key_id)
-        return cls(**{**unsigned.__dict__, "sig": sign(private, DOMAIN_CHECKPOINT, unsigned.body())})
+        return cls(
+            **{**unsigned.__dict__, "sig": sign(private, DOMAIN_CHECKPOINT, unsigned.body())}
+        )
 
     @classmethod
     def from_dict(cls, data: Any) -> Checkpoint:
-        if not isinstance(data, dict) or set(data) != {"key_id", "ledger", "root", "sig", "size", "time", "v"}:
-            raise CheckpointError("a checkpoint must have exactly key_id, ledger, root, sig, size, time, v")
+        if not isinstance(data, dict) or set(data) != {
+            "key_id",
+            "ledger",
+            "root",
+            "sig",
+            "size",
+            "time",
+            "v",
+        }:
+            raise CheckpointError(
+                "a checkpoint must have exactly key_id, ledger, root, sig, size, time, v"
+            )
         if data["v"] != CHECKPOINT_VERSION:
             raise CheckpointError(f"unknown checkpoint version {data['v']!r}")
         for name in ("size", "time"):

@@ -33,7 +33,9 @@ CALLER_FIELDS = ("action", "actor", "detail", "object", "outcome")
 ALL_FIELDS = frozenset((*CALLER_FIELDS, "prev", "seq", "time", "v"))
 _MAX_LABEL = 256
 
-_TAIL = re.compile(rb',"prev":"([0-9a-f]{64})","seq":(0|[1-9][0-9]*),"time":(0|[1-9][0-9]*),"v":([1-9][0-9]*)}\Z')
+_TAIL = re.compile(
+    rb',"prev":"([0-9a-f]{64})","seq":(0|[1-9][0-9]*),"time":(0|[1-9][0-9]*),"v":([1-9][0-9]*)}\Z'
+)
 _TAIL_WINDOW = 160  # longer than the longest tail the pattern can match
 
 
@@ -97,7 +99,11 @@ def encode_body(
 def seal_body(body: bytes, *, prev: str, seq: int, time: int) -> bytes:
     """Complete an encoded body with its chain fields: the entry's canonical bytes."""
     return b'%s,"prev":"%s","seq":%d,"time":%d,"v":%d}' % (
-        body, prev.encode(), seq, time, FORMAT_VERSION
+        body,
+        prev.encode(),
+        seq,
+        time,
+        FORMAT_VERSION,
     )
 
 

@@ -52,7 +52,9 @@ def _successors(records: list[KeyRecord]) -> dict[str | None, list[KeyRecord]]:
     return by_previous
 
 
-def introduced_chain(folder: Path, size: int, read_entry: Callable[[int], bytes]) -> list[KeyRecord]:
+def introduced_chain(
+    folder: Path, size: int, read_entry: Callable[[int], bytes]
+) -> list[KeyRecord]:
     """The key records, first to newest, that entries of the first ``size`` entries
     introduce (``ledger.create`` for the first, ``ledger.key.rotate`` for the others)."""
     by_previous = _successors(load_records(folder))
@@ -88,14 +90,17 @@ def active_key(
     try:
         private = serialization.load_pem_private_key(pem.read_bytes(), password=None)
     except FileNotFoundError:
-        raise KeyringError(f"the private key of the active key {record.key_id[:16]}… is missing") from None
+        raise KeyringError(
+            f"the private key of the active key {record.key_id[:16]}… is missing"
+        ) from None
     if not isinstance(private, Ed25519PrivateKey):
         raise KeyringError("the active private key is not an Ed25519 key")
     return record, private
 
 
-def keychain_from_files(folder: Path, ledger_id: str, size: int,
-                        read_entry: Callable[[int], bytes]) -> KeyChain:
+def keychain_from_files(
+    folder: Path, ledger_id: str, size: int, read_entry: Callable[[int], bytes]
+) -> KeyChain:
     """A checked :class:`KeyChain` of the introduced keys."""
     chain = KeyChain(ledger_id)
     for record in introduced_chain(folder, size, read_entry):

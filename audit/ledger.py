@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from audit import canonical, entry, merkle
 from audit.checkpoint import Checkpoint
 from audit.errors import InvalidEntry, LedgerDamaged, LedgerError, ProofError
-from audit.proofs import ConsistencyProof, InclusionProof
 from audit.groupcommit import GroupCommit
 from audit.keystore import active_key, keychain_from_files, store_key
+from audit.proofs import ConsistencyProof, InclusionProof
 from audit.recovery import read_entry, recover_tail
 from audit.signing import KeyChain, KeyRecord, new_key_record
 from audit.store import (
@@ -128,7 +128,9 @@ class Ledger:
             ledger_id = secrets.token_hex(16)
             created = self.options.clock()
             private = Ed25519PrivateKey.generate()
-            record = new_key_record(private, ledger=ledger_id, created=created, from_size=1, previous=None)
+            record = new_key_record(
+                private, ledger=ledger_id, created=created, from_size=1, previous=None
+            )
             store_key(self.path / "keys", record, private)
             Segments(self.path / "segments").create(0)
             (self.path / "checkpoints.log").touch()
@@ -170,7 +172,11 @@ class Ledger:
         """Append one entry; return once it is durable. Raises :class:`InvalidEntry`
         (nothing written) or :class:`LedgerError` (not recorded; safe to retry)."""
         body = entry.encode_body(
-            action=action, actor=actor, object=object, outcome=outcome, detail=detail,
+            action=action,
+            actor=actor,
+            object=object,
+            outcome=outcome,
+            detail=detail,
             max_bytes=self.options.max_entry_bytes,
         )
         if self._ticker is None:
@@ -182,7 +188,9 @@ class Ledger:
         even if no further append comes to do it."""
         with self._mutex:
             if self._ticker is None and not self._closing:
-                self._ticker = threading.Thread(target=self._tick, name="ledger-ticker", daemon=True)
+                self._ticker = threading.Thread(
+                    target=self._tick, name="ledger-ticker", daemon=True
+                )
                 self._ticker.start()
 
     def _tick(self) -> None:
@@ -194,7 +202,11 @@ class Ledger:
         bodies = []
         for item in entries:
             try:
-                bodies.append(entry.encode_body(max_bytes=self.options.max_entry_bytes, **{"outcome": "ok", **item}))
+                bodies.append(
+                    entry.encode_body(
+                        max_bytes=self.options.max_entry_bytes, **{"outcome": "ok", **item}
+                    )
+                )
             except TypeError as exc:
                 raise InvalidEntry(f"unexpected entry fields: {exc}") from None
         return self._commit(bodies) if bodies else []
@@ -262,13 +274,15 @@ class Ledger:
         return receipts
 
     def _seal_and_roll(self, state: _State) -> None:
-        if self._checkpointed_size(state) != state.size:
-            self._write_checkpoint(state)
-        assert state.last_checkpoint is not None
+        """Close the full active segment with a checkpoint at its exact end; start the next."""
+        last = state.last_checkpoint
+        checkpoint = last if last is not None and last.size == state.size else None
+        if checkpoint is None:
+            checkpoint = self._write_checkpoint(state)
         first = state.active_first
         seal = {
             "bytes": state.active_end,
-            "checkpoint": state.last_checkpoint.to_dict(),
+            "checkpoint": checkpoint.to_dict(),
             "count": state.size - first,
             "first": first,
             "v": 1,
@@ -286,7 +300,9 @@ class Ledger:
         if unsigned >= self.options.checkpoint_every:
             return True
         last = state.last_checkpoint.time if state.last_checkpoint else 0
-        return unsigned > 0 and self.options.clock() - last >= self.options.checkpoint_interval * 1e6
+        return (
+            unsigned > 0 and self.options.clock() - last >= self.options.checkpoint_interval * 1e6
+        )
 
     @staticmethod
     def _checkpointed_size(state: _State) -> int:
@@ -299,8 +315,12 @@ class Ledger:
         if state.last_checkpoint is not None:
             stamp = max(stamp, state.last_checkpoint.time)
         checkpoint = Checkpoint.signed(
-            state.private, ledger=self.ledger_id, size=state.size, root=state.compact.root(),
-            time=stamp, key_id=state.key.key_id,
+            state.private,
+            ledger=self.ledger_id,
+            size=state.size,
+            root=state.compact.root(),
+            time=stamp,
+            key_id=state.key.key_id,
         )
         line = checkpoint.encode() + b"\n"
         fd = os.open(self.path / "checkpoints.log", os.O_WRONLY | os.O_APPEND)
@@ -353,13 +373,19 @@ class Ledger:
                     self._write_checkpoint(state)
                 private = Ed25519PrivateKey.generate()
                 record = new_key_record(
-                    private, ledger=self.ledger_id, created=self.options.clock(),
-                    from_size=state.size + 1, previous=(state.key, state.private),
+                    private,
+                    ledger=self.ledger_id,
+                    created=self.options.clock(),
+                    from_size=state.size + 1,
+                    previous=(state.key, state.private),
                 )
                 store_key(self.path / "keys", record, private)
                 body = entry.encode_body(
-                    action="ledger.key.rotate", actor=SYSTEM_ACTOR, object=f"key:{record.key_id}",
-                    outcome="ok", detail={"key": record.to_dict(), "previous": state.key.key_id},
+                    action="ledger.key.rotate",
+                    actor=SYSTEM_ACTOR,
+                    object=f"key:{record.key_id}",
+                    outcome="ok",
+                    detail={"key": record.to_dict(), "previous": state.key.key_id},
                 )
                 self._write(state, [body])
                 state.key, state.private = record, private
@@ -402,10 +428,16 @@ class Ledger:
         last_checkpoint = self._read_last_checkpoint()
         key, private = self._active_key(size)
         self._state = _State(
-            size=size, prev=prev, last_time=last_time, compact=compact,
-            active_first=active_first, active_end=active_end, active_fd=active_fd,
+            size=size,
+            prev=prev,
+            last_time=last_time,
+            compact=compact,
+            active_first=active_first,
+            active_end=active_end,
+            active_fd=active_fd,
             last_checkpoint=last_checkpoint,
-            key=key, private=private,
+            key=key,
+            private=private,
         )
         return self._state
 
@@ -440,8 +472,11 @@ class Ledger:
 
     def _repair_body(self, detail: dict[str, Any]) -> bytes:
         return entry.encode_body(
-            action="ledger.repair", actor=SYSTEM_ACTOR, object=f"segment:{detail['segment']}",
-            outcome="repaired", detail=detail,
+            action="ledger.repair",
+            actor=SYSTEM_ACTOR,
+            object=f"segment:{detail['segment']}",
+            outcome="repaired",
+            detail=detail,
         )
 
     # ------------------------------------------------------------------ reading
@@ -490,7 +525,10 @@ class Ledger:
         checkpoint = self._checkpoint_covering(seq + 1, tree_size)
         path = merkle.inclusion_proof_from(self.index.node, seq, checkpoint.size)
         return InclusionProof(
-            seq=seq, entry=self.read_entry(seq), leaf_hash=self.index.leaf(seq), path=path,
+            seq=seq,
+            entry=self.read_entry(seq),
+            leaf_hash=self.index.leaf(seq),
+            path=path,
             checkpoint=checkpoint,
         )
 
@@ -505,7 +543,9 @@ class Ledger:
         for checkpoint in reversed(self.checkpoints()):
             if checkpoint.size == size:
                 return checkpoint
-        raise ProofError(f"there is no checkpoint of size {size}; see `sbx audit checkpoint --list`")
+        raise ProofError(
+            f"there is no checkpoint of size {size}; see `sbx audit checkpoint --list`"
+        )
 
     def _checkpoint_covering(self, size: int, tree_size: int | None) -> Checkpoint:
         if tree_size is not None:
@@ -551,4 +591,3 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -143,9 +143,7 @@ def _check_hash(value: bytes, what: str) -> None:
         raise ProofError(f"{what} must be {HASH_SIZE} bytes")
 
 
-def root_from_inclusion_proof(
-    leaf: bytes, index: int, size: int, proof: Sequence[bytes]
-) -> bytes:
+def root_from_inclusion_proof(leaf: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
     """The root that ``proof`` implies for ``leaf`` at ``index`` (RFC 9162 §2.1.3.2)."""
     _check_hash(leaf, "leaf hash")
     if not 0 <= index < size:
@@ -289,7 +287,9 @@ class CompactRange:
     def extend(self, other: CompactRange) -> None:
         """Join ``other``, which must start where this range ends."""
         if other.begin != self.end:
-            raise ProofError(f"range starting at {other.begin} cannot follow one ending at {self.end}")
+            raise ProofError(
+                f"range starting at {other.begin} cannot follow one ending at {self.end}"
+            )
         for level, subtree_hash in other.hashes:
             self.append_subtree(level, subtree_hash)
 

@@ -59,7 +59,9 @@ class InclusionProof:
         the checkpoint's root and (given ``keys``) the checkpoint's signature holds."""
         if merkle.leaf_hash(self.entry) != self.leaf_hash:
             raise ProofError("the entry does not hash to the leaf hash")
-        merkle.verify_inclusion(self.leaf_hash, self.seq, self.checkpoint.size, self.path, self.checkpoint.root)
+        merkle.verify_inclusion(
+            self.leaf_hash, self.seq, self.checkpoint.size, self.path, self.checkpoint.root
+        )
         if keys is not None:
             self.checkpoint.check(keys)
 
@@ -92,7 +94,9 @@ class ConsistencyProof:
             raise ProofError(f"not a consistency proof: {exc}") from None
 
     def verify(self, keys: KeyChain | None = None) -> None:
-        merkle.verify_consistency(self.old.size, self.new.size, self.old.root, self.new.root, self.path)
+        merkle.verify_consistency(
+            self.old.size, self.new.size, self.old.root, self.new.root, self.path
+        )
         if keys is not None:
             self.old.check(keys)
             self.new.check(keys)

@@ -17,7 +17,7 @@ from typing import Any
 
 from audit import entry, merkle
 from audit.errors import LedgerDamaged
-from audit.store import IndexBatch, Index, Segments, quarantine_torn_tail
+from audit.store import Index, IndexBatch, Segments, quarantine_torn_tail
 
 
 @dataclass
@@ -73,14 +73,21 @@ def recover_tail(
             batch.flush(index)
             current, end = segment_first, 0
         if not line.endswith(b"\n"):
-            tail.repairs.append(quarantine_torn_tail(root, segments.path(segment_first), end, tail.size))
+            tail.repairs.append(
+                quarantine_torn_tail(root, segments.path(segment_first), end, tail.size)
+            )
             break
         body = line[:-1]
         fields = entry.chain_fields(body)
-        if (fields is None or fields.seq != tail.size or fields.prev != tail.prev
-                or fields.time < tail.last_time):
-            raise LedgerDamaged(f"entry at seq {tail.size} does not continue the log; "
-                                "run `sbx audit verify`")
+        if (
+            fields is None
+            or fields.seq != tail.size
+            or fields.prev != tail.prev
+            or fields.time < tail.last_time
+        ):
+            raise LedgerDamaged(
+                f"entry at seq {tail.size} does not continue the log; run `sbx audit verify`"
+            )
         leaf = merkle.leaf_hash(body)
         end += len(line)
         batch.add(tail.compact, leaf, end)

@@ -96,7 +96,7 @@ class _RangeWalk:
                 result.torn = end - pos
                 return
             if self.compact is not None and _walkfast is not None and not self.deep:
-                pos = self._run_native(buf, pos, end)
+                pos = self._run_native(_walkfast, self.compact, buf, pos, end)
                 if pos >= end:
                     return
                 newline = buf.find(b"\n", pos)
@@ -107,16 +107,25 @@ class _RangeWalk:
             result.byte_count += newline + 1 - pos
             pos = newline + 1
 
-    def _run_native(self, buf: bytes, pos: int, end: int) -> int:
-        assert self.compact is not None and _walkfast is not None
-        compact, result = self.compact, self.result
+    def _run_native(
+        self, native: Any, compact: merkle.CompactRange, buf: bytes, pos: int, end: int
+    ) -> int:
+        """Hand plain lines to the native scanner until it stops at a line for us."""
+        result = self.result
         while True:
             index = bisect.bisect_right(self.boundaries, compact.end)
             stop = self.boundaries[index] if index < len(self.boundaries) else _NO_STOP
             start = pos
-            pos, size, self.prev, result.last_time, status = _walkfast.scan(
-                buf, pos, end, compact.end, self.prev, result.last_time,
-                compact._levels, compact._hashes, stop,  # noqa: SLF001 - updated in place
+            pos, size, self.prev, result.last_time, status = native.scan(
+                buf,
+                pos,
+                end,
+                compact.end,
+                self.prev,
+                result.last_time,
+                compact._levels,  # noqa: SLF001 - the scanner updates them in place
+                compact._hashes,  # noqa: SLF001
+                stop,
             )
             compact.end = size
             result.byte_count += pos - start
@@ -130,18 +139,33 @@ class _RangeWalk:
         fields = entry.chain_fields(body)
         expected = None if self.compact is None else self.compact.end
         if fields is None:
-            raise Failed(Problem("not an entry: its chain fields are missing or malformed", expected))
+            raise Failed(
+                Problem("not an entry: its chain fields are missing or malformed", expected)
+            )
         if self.compact is None:
             self.compact = merkle.CompactRange(fields.seq)
-            result.first_seq, result.first_prev, result.first_time = fields.seq, fields.prev, fields.time
+            result.first_seq, result.first_prev, result.first_time = (
+                fields.seq,
+                fields.prev,
+                fields.time,
+            )
             result.last_time = fields.time
         seq = self.compact.end
         if fields.seq != seq:
-            raise Failed(Problem(f"entry says seq {fields.seq} where seq {seq} belongs "
-                                 "(entries deleted, inserted or reordered)", seq))
+            raise Failed(
+                Problem(
+                    f"entry says seq {fields.seq} where seq {seq} belongs "
+                    "(entries deleted, inserted or reordered)",
+                    seq,
+                )
+            )
         if self.prev is not None and fields.prev != self.prev.hex():
-            raise Failed(Problem("entry's hash does not match the prev of the entry after it "
-                                 "(entry altered)", seq - 1))
+            raise Failed(
+                Problem(
+                    "entry's hash does not match the prev of the entry after it (entry altered)",
+                    seq - 1,
+                )
+            )
         if seq == 0 and fields.prev != entry.GENESIS_PREV:
             raise Failed(Problem("the first entry must have an all-zero prev", 0))
         if fields.time < result.last_time:
@@ -218,8 +242,9 @@ def _run_task(task: Task) -> RangeResult:
     return walk_range(buf, _worker_boundaries, _worker_deep)
 
 
-def run_tasks(tasks: Sequence[Task], boundaries: Sequence[int], deep: bool,
-              workers: int) -> Iterator[tuple[Task, RangeResult]]:
+def run_tasks(
+    tasks: Sequence[Task], boundaries: Sequence[int], deep: bool, workers: int
+) -> Iterator[tuple[Task, RangeResult]]:
     """Walk tasks, in parallel when ``workers > 1``, yielding results in task order."""
     if workers <= 1 or len(tasks) <= 1:
         _init_worker(boundaries, deep)
@@ -238,8 +263,9 @@ def run_tasks(tasks: Sequence[Task], boundaries: Sequence[int], deep: bool,
 class Assembler:
     """Joins range results in order and checks everything that spans ranges."""
 
-    def __init__(self, keys: KeyChain, schedule: Iterable[Scheduled],
-                 left: merkle.CompactRange | None = None) -> None:
+    def __init__(
+        self, keys: KeyChain, schedule: Iterable[Scheduled], left: merkle.CompactRange | None = None
+    ) -> None:
         self.keys = keys
         self.prefix = left.copy() if left is not None else merkle.CompactRange()
         self.size = self.prefix.end
@@ -260,8 +286,13 @@ class Assembler:
     def add(self, result: RangeResult, *, expected_first: int | None = None) -> None:
         """Join ``result``; raise :class:`Failed` at the first problem, in seq order."""
         if expected_first is not None and expected_first != self.size:
-            raise Failed(Problem(f"a segment starts at seq {expected_first}, but the one before "
-                                 f"ended at {self.size}", min(expected_first, self.size)))
+            raise Failed(
+                Problem(
+                    f"a segment starts at seq {expected_first}, but the one before "
+                    f"ended at {self.size}",
+                    min(expected_first, self.size),
+                )
+            )
         if result.first_seq is not None:
             self._join(result)
             # A key introduced by entry k may sign trees of size k + 1 and more.
@@ -289,11 +320,20 @@ class Assembler:
     def _join(self, result: RangeResult) -> None:
         seq = self.size
         if result.first_seq != seq:
-            raise Failed(Problem(f"entry says seq {result.first_seq} where seq {seq} belongs "
-                                 "(entries deleted, inserted or reordered)", seq))
+            raise Failed(
+                Problem(
+                    f"entry says seq {result.first_seq} where seq {seq} belongs "
+                    "(entries deleted, inserted or reordered)",
+                    seq,
+                )
+            )
         if self.prev is not None and result.first_prev != self.prev.hex():
-            raise Failed(Problem("entry's hash does not match the prev of the entry after it "
-                                 "(entry altered)", seq - 1))
+            raise Failed(
+                Problem(
+                    "entry's hash does not match the prev of the entry after it (entry altered)",
+                    seq - 1,
+                )
+            )
         if result.first_time < self.last_time:
             raise Failed(Problem("time goes backwards", seq))
 
@@ -314,10 +354,14 @@ class Assembler:
             except (CheckpointError, KeyringError) as exc:
                 raise Failed(Problem(f"{due.label}: {exc}", None, due.position)) from None
             if root != due.checkpoint.root:
-                raise Failed(Problem(
-                    f"{due.label} of size {size} does not match the entries "
-                    f"(something in seq {self.last_good_size}..{size - 1} was altered)",
-                    size - 1, due.position))
+                raise Failed(
+                    Problem(
+                        f"{due.label} of size {size} does not match the entries "
+                        f"(something in seq {self.last_good_size}..{size - 1} was altered)",
+                        size - 1,
+                        due.position,
+                    )
+                )
             self.verified += 1
             self.last_good_size = size
 
@@ -330,13 +374,20 @@ class Assembler:
         pending = sorted(size for size in self.due if size > self.size)
         if pending:
             due = self.due[pending[0]][0]
-            raise Failed(Problem(
-                f"{due.label} is for size {due.checkpoint.size} but the ledger ends at "
-                f"{self.size} entries: entries from seq {self.size} were removed or the ledger "
-                "was rolled back", self.size, due.position))
+            raise Failed(
+                Problem(
+                    f"{due.label} is for size {due.checkpoint.size} but the ledger ends at "
+                    f"{self.size} entries: entries from seq {self.size} were removed or the ledger "
+                    "was rolled back",
+                    self.size,
+                    due.position,
+                )
+            )
 
 
-def progress_adapter(progress: Callable[[int, int], None] | None, total: int) -> Callable[[int], None]:
+def progress_adapter(
+    progress: Callable[[int, int], None] | None, total: int
+) -> Callable[[int], None]:
     done = 0
 
     def advance(count: int) -> None:

@@ -62,7 +62,9 @@ def sign(private: Ed25519PrivateKey, domain: bytes, body: dict[str, Any]) -> str
     return b64encode(private.sign(domain + canonical.encode(body)))
 
 
-def check_signature(public: Ed25519PublicKey, domain: bytes, body: dict[str, Any], sig: Any) -> bool:
+def check_signature(
+    public: Ed25519PublicKey, domain: bytes, body: dict[str, Any], sig: Any
+) -> bool:
     try:
         raw = b64decode(sig, "signature")
     except KeyringError:
@@ -108,7 +110,16 @@ class KeyRecord:
     def from_dict(cls, data: Any) -> KeyRecord:
         if not isinstance(data, dict):
             raise KeyringError("a key record must be a JSON object")
-        expected = {"alg", "created", "from_size", "key_id", "ledger", "previous", "public_key", "v"}
+        expected = {
+            "alg",
+            "created",
+            "from_size",
+            "key_id",
+            "ledger",
+            "previous",
+            "public_key",
+            "v",
+        }
         if not expected <= set(data) <= expected | {"endorsement"}:
             raise KeyringError("a key record has missing or unknown members")
         if data["alg"] != ALGORITHM or data["v"] != KEY_RECORD_VERSION:
@@ -190,10 +201,14 @@ class KeyChain:
         else:
             last = self.records[-1]
             if record.previous != last.key_id:
-                raise KeyringError(f"key {record.key_id[:16]}… does not follow key {last.key_id[:16]}…")
+                raise KeyringError(
+                    f"key {record.key_id[:16]}… does not follow key {last.key_id[:16]}…"
+                )
             if record.from_size < last.from_size:
                 raise KeyringError(f"key {record.key_id[:16]}… starts before its predecessor")
-            if not check_signature(last.verifier(), DOMAIN_ENDORSEMENT, record.body(), record.endorsement):
+            if not check_signature(
+                last.verifier(), DOMAIN_ENDORSEMENT, record.body(), record.endorsement
+            ):
                 raise KeyringError(f"key {record.key_id[:16]}… is not endorsed by its predecessor")
         self._by_id[record.key_id] = len(self.records)
         self.records.append(record)
@@ -211,5 +226,7 @@ class KeyChain:
         if size < record.from_size:
             raise KeyringError(f"key {key_id[:16]}… was not active yet at size {size}")
         if index + 1 < len(self.records) and size >= self.records[index + 1].from_size:
-            raise KeyringError(f"key {key_id[:16]}… was retired at size {self.records[index + 1].from_size}")
+            raise KeyringError(
+                f"key {key_id[:16]}… was retired at size {self.records[index + 1].from_size}"
+            )
         return record

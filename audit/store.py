@@ -327,9 +327,7 @@ class Segments:
                     yield first, rest
 
 
-def quarantine_torn_tail(
-    root: Path, segment: Path, offset: int, seq: int | None
-) -> dict[str, Any]:
+def quarantine_torn_tail(root: Path, segment: Path, offset: int, seq: int | None) -> dict[str, Any]:
     """Move an incomplete final line (a writer died mid-write) from ``segment`` (or the
     checkpoint log) into ``root/repairs/``; return the detail of the ``ledger.repair``
     entry to record. ``seq``: the seq the line would have had, if it was an entry."""
@@ -345,12 +343,19 @@ def quarantine_torn_tail(
     with opened(segment, os.O_RDONLY) as fd:
         os.fsync(fd)
     return {
-        "at_seq": seq, "bytes": len(torn), "offset": offset, "saved_as": f"repairs/{saved.name}",
-        "segment": segment.name, "sha256": digest, "what": "incomplete final line removed",
+        "at_seq": seq,
+        "bytes": len(torn),
+        "offset": offset,
+        "saved_as": f"repairs/{saved.name}",
+        "segment": segment.name,
+        "sha256": digest,
+        "what": "incomplete final line removed",
     }
 
 
-def read_last_checkpoint(root: Path, *, repair: bool) -> tuple[Checkpoint | None, dict[str, Any] | None]:
+def read_last_checkpoint(
+    root: Path, *, repair: bool
+) -> tuple[Checkpoint | None, dict[str, Any] | None]:
     """The last checkpoint in ``root/checkpoints.log``, read from the end of the file.
 
     With ``repair`` (a writer holding the lock), an incomplete final line — never a signed

@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audit import canonical, merkle
+from audit import canonical, merkle, scan
 from audit.checkpoint import Checkpoint, CheckpointError
 from audit.errors import KeyringError, LedgerError
-from audit.signing import KeyChain, KeyRecord
-from audit import scan
 from audit.scan import Assembler, plan_tasks, progress_adapter, run_tasks
+from audit.signing import KeyChain, KeyRecord
 from audit.walk import Failed, Problem, Scheduled
 
 Progress = Callable[[int, int], None]
@@ -91,11 +90,17 @@ def read_checkpoint_lines(data: bytes, label: str, warnings: list[str]) -> list[
     previous: Checkpoint | None = None
     for number, checkpoint in enumerate(checkpoints):
         if previous is not None and (
-            checkpoint.size < previous.size or checkpoint.time < previous.time
+            checkpoint.size < previous.size
+            or checkpoint.time < previous.time
             or (checkpoint.size == previous.size and checkpoint.root != previous.root)
         ):
-            raise Failed(Problem(f"{label}: checkpoint out of order or contradicting the one "
-                                 "before it", None, number))
+            raise Failed(
+                Problem(
+                    f"{label}: checkpoint out of order or contradicting the one before it",
+                    None,
+                    number,
+                )
+            )
         previous = checkpoint
     return checkpoints
 
@@ -168,7 +173,9 @@ def _verify_folder(
     segments_dir = folder / "segments"
     for seal_path in sorted(segments_dir.glob("*.seal")):
         seal = canonical.decode(seal_path.read_bytes().rstrip(b"\n"))
-        schedule.append(Scheduled(Checkpoint.from_dict(seal["checkpoint"]), None, f"seal {seal_path.name}"))
+        schedule.append(
+            Scheduled(Checkpoint.from_dict(seal["checkpoint"]), None, f"seal {seal_path.name}")
+        )
     segments = sorted((str(p), int(p.name[:-4])) for p in segments_dir.glob("*.log"))
     tasks = plan_tasks(segments, scan.TASK_BYTES)
     total = sum(task.end - task.start for task in tasks)
@@ -212,8 +219,12 @@ def _check_seal(segment: Path, first: int, end: int, size: int) -> None:
         return
     seal = canonical.decode(seal_path.read_bytes().rstrip(b"\n"))
     if seal.get("first") != first or seal.get("count") != end - first or seal.get("bytes") != size:
-        raise Failed(Problem(f"segment {segment.name} does not match its seal (entries or bytes changed)",
-                             first + min(int(seal.get("count", 0)), end - first)))
+        raise Failed(
+            Problem(
+                f"segment {segment.name} does not match its seal (entries or bytes changed)",
+                first + min(int(seal.get("count", 0)), end - first),
+            )
+        )
 
 
 def _check_key_files(keys_dir: Path, keys: KeyChain) -> None:
@@ -224,7 +235,9 @@ def _check_key_files(keys_dir: Path, keys: KeyChain) -> None:
             raise Failed(Problem(f"key file {path.name} is invalid: {exc}")) from None
         known = keys.get(record.key_id)
         if known is not None and known != record:
-            raise Failed(Problem(f"key file {path.name} differs from the key recorded in the ledger"))
+            raise Failed(
+                Problem(f"key file {path.name} differs from the key recorded in the ledger")
+            )
         if known is None and record.from_size <= 1:
             raise Failed(Problem(f"key file {path.name} is not a key the ledger records"))
 
@@ -232,7 +245,11 @@ def _check_key_files(keys_dir: Path, keys: KeyChain) -> None:
 def _locate(folder: Path, problem: Problem, last_good_size: int) -> Problem:
     """Narrow a checkpoint mismatch down to the first entry whose hash differs from the
     one the index recorded when it was written (the index is a hint, never trusted)."""
-    if problem.checkpoint is None or problem.seq is None or not (folder / "index" / "leaves.bin").exists():
+    if (
+        problem.checkpoint is None
+        or problem.seq is None
+        or not (folder / "index" / "leaves.bin").exists()
+    ):
         return problem
     start, stop = last_good_size, problem.seq + 1
     index_path = folder / "index" / "leaves.bin"
@@ -242,8 +259,12 @@ def _locate(folder: Path, problem: Problem, last_good_size: int) -> Problem:
             for seq, line in _entries_between(folder, start, stop):
                 stored = index.read(merkle.HASH_SIZE)
                 if len(stored) == merkle.HASH_SIZE and stored != merkle.leaf_hash(line):
-                    return Problem(f"entry altered (its hash differs from the one recorded when "
-                                   f"it was written); {problem.reason}", seq, problem.checkpoint)
+                    return Problem(
+                        f"entry altered (its hash differs from the one recorded when "
+                        f"it was written); {problem.reason}",
+                        seq,
+                        problem.checkpoint,
+                    )
     except OSError:
         return problem
     return problem
@@ -290,10 +311,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m audit.verify", description="Verify an sbx ledger folder or archive."
     )
     parser.add_argument("path", help="ledger folder or archive (.tar, .tar.gz)")
-    parser.add_argument("--trusted-key", action="append", default=[], metavar="KEY_ID",
-                        help="key id the ledger's first key must be (repeatable)")
-    parser.add_argument("--witness", action="append", default=[], metavar="FILE",
-                        help="file of checkpoints seen earlier; detects rollback and forks")
+    parser.add_argument(
+        "--trusted-key",
+        action="append",
+        default=[],
+        metavar="KEY_ID",
+        help="key id the ledger's first key must be (repeatable)",
+    )
+    parser.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="file of checkpoints seen earlier; detects rollback and forks",
+    )
     parser.add_argument("--deep", action="store_true", help="also parse every entry in full")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
@@ -306,8 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot read witness file: {exc}", file=sys.stderr)
         return 2
     interactive = sys.stderr.isatty() and not args.json
-    report = verify(args.path, trusted_keys=args.trusted_key or None, witnessed=witnessed,
-                    deep=args.deep, progress=_print_progress() if interactive else None)
+    report = verify(
+        args.path,
+        trusted_keys=args.trusted_key or None,
+        witnessed=witnessed,
+        deep=args.deep,
+        progress=_print_progress() if interactive else None,
+    )
     if interactive:
         print("\r", end="", file=sys.stderr)
     if args.json:
@@ -331,8 +367,10 @@ def format_report(report: Report) -> str:
         lines.append(f"  ledger: {report.ledger}")
     if report.ok:
         rate = report.entries / report.seconds if report.seconds else 0
-        lines.append(f"  entries: {report.first_seq}..{report.entries - 1} "
-                     f"({report.entries - report.first_seq:,} verified, {rate:,.0f}/s)")
+        lines.append(
+            f"  entries: {report.first_seq}..{report.entries - 1} "
+            f"({report.entries - report.first_seq:,} verified, {rate:,.0f}/s)"
+        )
         lines.append(f"  checkpoints verified: {report.checkpoints}")
         lines.append(f"  trust: {report.trust}")
     lines.extend(f"  warning: {w}" for w in report.warnings)

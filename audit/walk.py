@@ -12,7 +12,6 @@ from typing import Any
 from audit.checkpoint import Checkpoint
 
 
-
 @dataclass(frozen=True)
 class Problem:
     """The first thing found wrong: an entry (``seq``) and/or a checkpoint."""

@@ -27,8 +27,17 @@ def data_dir(tmp_path: Path) -> Path:
     data = tmp_path / "var"
     for number in range(5):
         code, out, err = sbx(
-            data, "audit", "append", "--action", "dataset.read", "--actor", f"user:u{number}",
-            "--object", "dataset:7", "--detail", '{"rows": 10, "名称": "企业登记"}',
+            data,
+            "audit",
+            "append",
+            "--action",
+            "dataset.read",
+            "--actor",
+            f"user:u{number}",
+            "--object",
+            "dataset:7",
+            "--detail",
+            '{"rows": 10, "名称": "企业登记"}',
         )
         assert code == 0, err
         assert f"appended seq {number + 1}" in out
@@ -113,12 +122,40 @@ def test_keys_rotation_and_pinning(data_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["audit", "append", "--action", "a", "--actor", "u", "--object", "o", "--detail", "[1]"],
-         "must be a JSON object"),
-        (["audit", "append", "--action", "a", "--actor", "u", "--object", "o", "--detail", "{x"],
-         "not valid JSON"),
-        (["audit", "append", "--action", "a", "--actor", "u", "--object", "o", "--detail",
-          '{"n": 0.5}'], "floats are not allowed"),
+        (
+            [
+                "audit",
+                "append",
+                "--action",
+                "a",
+                "--actor",
+                "u",
+                "--object",
+                "o",
+                "--detail",
+                "[1]",
+            ],
+            "must be a JSON object",
+        ),
+        (
+            ["audit", "append", "--action", "a", "--actor", "u", "--object", "o", "--detail", "{x"],
+            "not valid JSON",
+        ),
+        (
+            [
+                "audit",
+                "append",
+                "--action",
+                "a",
+                "--actor",
+                "u",
+                "--object",
+                "o",
+                "--detail",
+                '{"n": 0.5}',
+            ],
+            "floats are not allowed",
+        ),
     ],
 )
 def test_bad_input_is_a_usage_error_and_writes_nothing(
@@ -146,8 +183,14 @@ def test_errors_are_messages_not_tracebacks(data_dir: Path, tmp_path: Path) -> N
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     environment = {**os.environ, "SBX_DATA_DIR": str(tmp_path / "var")}
     sbx_command = Path(sys.executable).with_name("sbx")
-    result = subprocess.run([str(sbx_command), "demo"], capture_output=True, text=True,
-                            env=environment, timeout=120, check=False)
+    result = subprocess.run(
+        [str(sbx_command), "demo"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "export.approve" in result.stdout
     assert result.stdout.count("is intact") == 2  # the ledger and the archive

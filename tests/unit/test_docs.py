@@ -14,7 +14,9 @@ def test_cli_reference_is_current(tmp_path: Path) -> None:
     generated = tmp_path / "cli.md"
     subprocess.run(
         [str(typer), "gateway.cli", "utils", "docs", "--name", "sbx", "--output", str(generated)],
-        check=True, capture_output=True, cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        cwd=REPO_ROOT,
     )
     committed = (REPO_ROOT / "docs" / "reference" / "cli.md").read_text()
     assert generated.read_text() == committed, "docs/reference/cli.md is stale: run `make docs`"

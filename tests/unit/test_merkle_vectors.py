@@ -37,11 +37,16 @@ def test_vectors_are_present() -> None:
 @pytest.mark.parametrize("path", _cases("inclusion"), ids=lambda p: str(p.relative_to(VECTORS)))
 def test_inclusion_vector(path: Path) -> None:
     case = json.loads(path.read_text())
+
     def check() -> None:
         merkle.verify_inclusion(
-            _b64(case["leafHash"]), case["leafIdx"], case["treeSize"], _proof(case),
+            _b64(case["leafHash"]),
+            case["leafIdx"],
+            case["treeSize"],
+            _proof(case),
             _b64(case["root"]),
         )
+
     if case["wantErr"]:
         with pytest.raises(ProofError):
             check()
@@ -49,16 +54,19 @@ def test_inclusion_vector(path: Path) -> None:
         check()
 
 
-@pytest.mark.parametrize(
-    "path", _cases("consistency"), ids=lambda p: str(p.relative_to(VECTORS))
-)
+@pytest.mark.parametrize("path", _cases("consistency"), ids=lambda p: str(p.relative_to(VECTORS)))
 def test_consistency_vector(path: Path) -> None:
     case = json.loads(path.read_text())
+
     def check() -> None:
         merkle.verify_consistency(
-            case["size1"], case["size2"], _b64(case["root1"]), _b64(case["root2"]),
+            case["size1"],
+            case["size2"],
+            _b64(case["root1"]),
+            _b64(case["root2"]),
             _proof(case),
         )
+
     if case["wantErr"]:
         with pytest.raises(ProofError):
             check()

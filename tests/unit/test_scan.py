@@ -13,19 +13,29 @@ from audit.verify import Report, verify
 
 def build(path: Path, entries: int, seed: int) -> None:
     rng = random.Random(seed)
-    options = LedgerOptions(checkpoint_every=rng.randint(3, 40), segment_entries=rng.randint(20, 90))
+    options = LedgerOptions(
+        checkpoint_every=rng.randint(3, 40), segment_entries=rng.randint(20, 90)
+    )
     with Ledger(path, options) as ledger:
         for number in range(entries):
-            ledger.append(action="data.read", actor=f"user:{rng.randint(0, 9)}",
-                          object=f"dataset:{number}", detail={"n": number, "名": "值" * rng.randint(0, 3)})
+            ledger.append(
+                action="data.read",
+                actor=f"user:{rng.randint(0, 9)}",
+                object=f"dataset:{number}",
+                detail={"n": number, "名": "值" * rng.randint(0, 3)},
+            )
             if number == entries // 2:
                 ledger.rotate_key()
 
 
 def outcome(report: Report) -> tuple[object, ...]:
     problem = report.problem
-    return (report.ok, report.entries, report.checkpoints,
-            None if problem is None else (problem.seq, problem.checkpoint, problem.reason))
+    return (
+        report.ok,
+        report.entries,
+        report.checkpoints,
+        None if problem is None else (problem.seq, problem.checkpoint, problem.reason),
+    )
 
 
 def test_native_extension_is_built() -> None:
