@@ -6,6 +6,8 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from audit import Ledger, LedgerOptions, scan
 from audit.verify import Report, verify
@@ -103,3 +105,47 @@ def test_plan_tasks_cuts_only_at_line_boundaries(tmp_path: Path) -> None:
         covered = sorted((t.start, t.end) for t in tasks if t.path == path)
         assert covered[0][0] == 0 and covered[-1][1] == Path(path).stat().st_size
         assert all(a[1] == b[0] for a, b in zip(covered, covered[1:], strict=False))
+
+
+def _segment_bytes(tmp_path: Path) -> bytes:
+    ledger = tmp_path / "ledger"
+    build(ledger, 60, 3)
+    return b"".join(p.read_bytes() for p in sorted((ledger / "segments").glob("*.log")))
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return _segment_bytes(tmp_path_factory.mktemp("scan"))
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_native_scanner_matches_the_reference_on_mangled_input(
+    sample: bytes, data: st.DataObject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random byte edits, cuts and splices: both paths must report exactly the same."""
+    buf = bytearray(sample)
+    for _ in range(data.draw(st.integers(0, 4))):
+        position = data.draw(st.integers(0, len(buf) - 1))
+        action = data.draw(st.sampled_from(["flip", "delete", "insert", "cut"]))
+        if action == "flip":
+            buf[position] = data.draw(st.integers(0, 255))
+        elif action == "delete":
+            del buf[position : position + data.draw(st.integers(1, 80))]
+        elif action == "insert":
+            buf[position:position] = data.draw(st.binary(min_size=1, max_size=40))
+        else:
+            del buf[position:]
+        if not buf:
+            buf = bytearray(b"\n")
+    boundaries = sorted(set(data.draw(st.lists(st.integers(1, 70), max_size=8))))
+    start = data.draw(st.sampled_from([0, sample.find(b"\n") + 1]))
+    chunk = bytes(buf[start:])
+    assert scan.native_available()
+    native = scan.walk_range(chunk, boundaries)
+    with monkeypatch.context() as patch:
+        patch.setattr(scan, "_walkfast", None)
+        python = scan.walk_range(chunk, boundaries)
+    assert native == python
