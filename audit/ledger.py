@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -39,6 +39,9 @@ from audit.store import (
     read_last_checkpoint,
     write_atomic,
 )
+
+if TYPE_CHECKING:
+    from audit.verify import Report
 
 LEDGER_FORMAT = "sbx-ledger"
 LEDGER_VERSION = 1
@@ -517,6 +520,13 @@ class Ledger:
     def keychain(self) -> KeyChain:
         """The ledger's key chain, from the key files (the verifier reads it from entries)."""
         return keychain_from_files(self.path / "keys", self.ledger_id, self.size, self.read_entry)
+
+    def verify(self, **options: Any) -> Report:
+        """Verify this ledger's files from scratch; see :func:`audit.verify.verify`."""
+        from audit.verify import verify
+
+        self._drain()
+        return verify(self.path, **options)
 
     # ------------------------------------------------------------------ proofs
     def prove_inclusion(self, seq: int, tree_size: int | None = None) -> InclusionProof:
