@@ -177,7 +177,7 @@ def verify_archive(
     deep: bool,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    from audit.verify import read_checkpoint_lines, trust_statement
+    from audit.verify import checkpoint_chain_break, read_checkpoint_lines, trust_statement
 
     with tarfile.open(path, "r:*") as tar:
         members = _Members(tar)
@@ -260,6 +260,8 @@ def verify_archive(
                 Problem(f"the archive ends at seq {assembler.size - 1}, not {last}", assembler.size)
             )
         assembler.finish(right)
+        if (chain_break := checkpoint_chain_break(checkpoints, complete=False)) is not None:
+            raise Failed(chain_break)
     report.entries, report.bytes = last + 1, assembler.byte_count
     report.checkpoints = assembler.verified
     report.latest_checkpoint = cover.to_dict()

@@ -2,14 +2,17 @@
 
 Encoded (FORMAT.md §4) as one canonical JSON object per line::
 
-    {"key_id": <hex>, "ledger": <id>, "root": <hex>, "sig": <base64>,
+    {"key_id": <hex>, "ledger": <id>, "prev": <hex>, "root": <hex>, "sig": <base64>,
      "size": <n>, "time": <µs>, "v": 1}
 
 The signature covers ``"sbx/checkpoint/v1\\n" || canonical(object without "sig")``.
+``prev`` is the SHA-256 of the checkpoint line before it (64 zeros for the first), so
+the checkpoint log is a chain of its own: a checkpoint removed from it is noticed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +24,8 @@ from audit.errors import LedgerError
 from audit.signing import DOMAIN_CHECKPOINT, KeyChain, check_signature, sign
 
 CHECKPOINT_VERSION = 1
+FIRST_PREV = "0" * 64
+_MEMBERS = {"key_id", "ledger", "prev", "root", "sig", "size", "time", "v"}
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 
@@ -35,12 +40,14 @@ class Checkpoint:
     root: bytes
     time: int
     key_id: str
+    prev: str = FIRST_PREV
     sig: str = ""
 
     def body(self) -> dict[str, Any]:
         return {
             "key_id": self.key_id,
             "ledger": self.ledger,
+            "prev": self.prev,
             "root": self.root.hex(),
             "size": self.size,
             "time": self.time,
@@ -53,6 +60,10 @@ class Checkpoint:
     def encode(self) -> bytes:
         return canonical.encode(self.to_dict())
 
+    def digest(self) -> str:
+        """What the next checkpoint's ``prev`` must be."""
+        return hashlib.sha256(self.encode()).hexdigest()
+
     @classmethod
     def signed(
         cls,
@@ -63,32 +74,23 @@ class Checkpoint:
         root: bytes,
         time: int,
         key_id: str,
+        prev: str,
     ) -> Checkpoint:
-        unsigned = cls(ledger=ledger, size=size, root=root, time=time, key_id=key_id)
+        unsigned = cls(ledger=ledger, size=size, root=root, time=time, key_id=key_id, prev=prev)
         return cls(
             **{**unsigned.__dict__, "sig": sign(private, DOMAIN_CHECKPOINT, unsigned.body())}
         )
 
     @classmethod
     def from_dict(cls, data: Any) -> Checkpoint:
-        if not isinstance(data, dict) or set(data) != {
-            "key_id",
-            "ledger",
-            "root",
-            "sig",
-            "size",
-            "time",
-            "v",
-        }:
-            raise CheckpointError(
-                "a checkpoint must have exactly key_id, ledger, root, sig, size, time, v"
-            )
+        if not isinstance(data, dict) or set(data) != _MEMBERS:
+            raise CheckpointError(f"a checkpoint must have exactly {', '.join(sorted(_MEMBERS))}")
         if data["v"] != CHECKPOINT_VERSION:
             raise CheckpointError(f"unknown checkpoint version {data['v']!r}")
         for name in ("size", "time"):
             if isinstance(data[name], bool) or not isinstance(data[name], int) or data[name] < 0:
                 raise CheckpointError(f"checkpoint {name} must be a non-negative integer")
-        for name in ("root", "key_id"):
+        for name in ("root", "key_id", "prev"):
             if not isinstance(data[name], str) or not _HEX64.match(data[name]):
                 raise CheckpointError(f"checkpoint {name} must be 64 lowercase hex digits")
         if not isinstance(data["ledger"], str) or not isinstance(data["sig"], str):
@@ -99,6 +101,7 @@ class Checkpoint:
             root=bytes.fromhex(data["root"]),
             time=data["time"],
             key_id=data["key_id"],
+            prev=data["prev"],
             sig=data["sig"],
         )
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import canonical, entry, merkle
-from audit.checkpoint import Checkpoint
+from audit.checkpoint import FIRST_PREV, Checkpoint
 from audit.errors import InvalidEntry, LedgerDamaged, LedgerError, ProofError
 from audit.groupcommit import GroupCommit
 from audit.keystore import active_key, keychain_from_files, store_key
@@ -322,6 +322,7 @@ class Ledger:
             ledger=self.ledger_id,
             size=state.size,
             root=state.compact.root(),
+            prev=state.last_checkpoint.digest() if state.last_checkpoint else FIRST_PREV,
             time=stamp,
             key_id=state.key.key_id,
         )

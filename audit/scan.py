@@ -64,6 +64,35 @@ class RangeResult:
     keys: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     problem: Problem | None = None
     torn: int = 0  # bytes of an incomplete final line
+    first_leaf: bytes | None = None  # leaf hash of the first entry
+    second_prev: str | None = None  # the prev the second entry claims (vouches for the first)
+    break_leaf: bytes | None = None  # a broken link at the very end: the last line's leaf
+
+
+def seq_problem(claimed: int, position: int) -> Problem:
+    """An entry at ``position`` claims ``claimed``. Two entries claiming the same seq means
+    the first of them was inserted; otherwise the entry due here is missing or moved."""
+    where = position - 1 if claimed == position - 1 else position
+    return Problem(
+        f"entry says seq {claimed} where seq {position} belongs "
+        "(entries deleted, inserted or reordered)",
+        where,
+    )
+
+
+def link_problem(seq: int, successor_vouches: bool | None) -> Problem:
+    """Entry ``seq``'s prev is not the hash of entry ``seq - 1``. If the entry after it
+    records this entry's hash, this entry is intact and ``seq - 1`` was altered;
+    otherwise this entry was (its prev and its hash are both off)."""
+    if successor_vouches is False:
+        return Problem(
+            "entry altered: its prev is not the hash of the entry before it, and the entry "
+            "after it does not record its hash",
+            seq,
+        )
+    return Problem(
+        "entry altered: its hash is not the prev recorded by the entry after it", seq - 1
+    )
 
 
 class _RangeWalk:
@@ -95,7 +124,10 @@ class _RangeWalk:
             if newline < 0:
                 result.torn = end - pos
                 return
-            if self.compact is not None and _walkfast is not None and not self.deep:
+            # The first two lines go through the reference path: they record the claims
+            # (first seq, prev, leaf, second prev) that the assembler checks at the joins.
+            native = self.compact is not None and self.compact.end - self.compact.begin >= 2
+            if native and self.compact is not None and _walkfast is not None and not self.deep:
                 pos = self._run_native(_walkfast, self.compact, buf, pos, end)
                 if pos >= end:
                     return
@@ -103,7 +135,7 @@ class _RangeWalk:
                 if newline < 0:
                     result.torn = end - pos
                     return
-            self._line(buf[pos:newline])
+            self._line(buf[pos:newline], buf, newline + 1)
             result.byte_count += newline + 1 - pos
             pos = newline + 1
 
@@ -134,7 +166,7 @@ class _RangeWalk:
             if status == 1 or size != stop:
                 return pos
 
-    def _line(self, body: bytes) -> None:
+    def _line(self, body: bytes, buf: bytes = b"", next_start: int = 0) -> None:
         result = self.result
         fields = entry.chain_fields(body)
         expected = None if self.compact is None else self.compact.end
@@ -152,20 +184,15 @@ class _RangeWalk:
             result.last_time = fields.time
         seq = self.compact.end
         if fields.seq != seq:
-            raise Failed(
-                Problem(
-                    f"entry says seq {fields.seq} where seq {seq} belongs "
-                    "(entries deleted, inserted or reordered)",
-                    seq,
-                )
-            )
+            raise Failed(seq_problem(fields.seq, seq))
+        if seq == self.compact.begin + 1:
+            result.second_prev = fields.prev
         if self.prev is not None and fields.prev != self.prev.hex():
-            raise Failed(
-                Problem(
-                    "entry's hash does not match the prev of the entry after it (entry altered)",
-                    seq - 1,
-                )
-            )
+            leaf = hashlib.sha256(b"\x00" + body).digest()
+            successor = _next_prev(buf, next_start)
+            if successor is None:
+                result.break_leaf = leaf  # the assembler asks the next range
+            raise Failed(link_problem(seq, None if successor is None else successor == leaf.hex()))
         if seq == 0 and fields.prev != entry.GENESIS_PREV:
             raise Failed(Problem("the first entry must have an all-zero prev", 0))
         if fields.time < result.last_time:
@@ -174,6 +201,8 @@ class _RangeWalk:
             self._parse(body, seq)
         leaf = hashlib.sha256(b"\x00" + body).digest()
         self.compact.append(leaf)
+        if result.first_leaf is None:
+            result.first_leaf = leaf
         self.prev, result.last_time = leaf, fields.time
         index = bisect.bisect_left(self.boundaries, self.compact.end)
         if index < len(self.boundaries) and self.boundaries[index] == self.compact.end:
@@ -186,6 +215,15 @@ class _RangeWalk:
             raise Failed(Problem(f"malformed entry: {exc}", seq)) from None
         if value["action"] in KEY_ACTIONS:
             self.result.keys.append((seq, value["detail"].get("key")))
+
+
+def _next_prev(buf: bytes, start: int) -> str | None:
+    """The prev claimed by the complete line starting at ``start``, if there is one."""
+    newline = buf.find(b"\n", start)
+    if newline < 0:
+        return None
+    fields = entry.chain_fields(buf[start:newline])
+    return None if fields is None else fields.prev
 
 
 def walk_range(buf: bytes, boundaries: Sequence[int], deep: bool = False) -> RangeResult:
@@ -274,6 +312,7 @@ class Assembler:
         self.byte_count = 0
         self.verified = 0
         self.last_good_size = self.size
+        self.pending: tuple[Problem, bytes] | None = None  # a link break awaiting its successor
         self.due: dict[int, list[Scheduled]] = {}
         for item in schedule:
             self.due.setdefault(item.checkpoint.size, []).append(item)
@@ -285,6 +324,11 @@ class Assembler:
 
     def add(self, result: RangeResult, *, expected_first: int | None = None) -> None:
         """Join ``result``; raise :class:`Failed` at the first problem, in seq order."""
+        if self.pending is not None:
+            problem, leaf = self.pending
+            vouches = result.first_prev == leaf.hex() if result.first_prev is not None else None
+            raise Failed(link_problem(problem.seq + 1 if problem.seq is not None else 0,
+                                      vouches))
         if expected_first is not None and expected_first != self.size:
             raise Failed(
                 Problem(
@@ -315,25 +359,22 @@ class Assembler:
             problem = result.problem
             if problem.seq is None:
                 problem = Problem(problem.reason, self.size, problem.checkpoint)
+            if result.break_leaf is not None and problem.seq is not None:
+                self.pending = (problem, result.break_leaf)  # the next range decides
+                return
             raise Failed(problem)
 
     def _join(self, result: RangeResult) -> None:
         seq = self.size
         if result.first_seq != seq:
-            raise Failed(
-                Problem(
-                    f"entry says seq {result.first_seq} where seq {seq} belongs "
-                    "(entries deleted, inserted or reordered)",
-                    seq,
-                )
-            )
+            raise Failed(seq_problem(result.first_seq or 0, seq))
         if self.prev is not None and result.first_prev != self.prev.hex():
-            raise Failed(
-                Problem(
-                    "entry's hash does not match the prev of the entry after it (entry altered)",
-                    seq - 1,
-                )
-            )
+            vouches = None
+            if result.second_prev is not None and result.first_leaf is not None:
+                vouches = result.second_prev == result.first_leaf.hex()
+            elif self.last_good_size > seq - 1:
+                vouches = False  # a verified checkpoint covers entry seq - 1
+            raise Failed(link_problem(seq, vouches))
         if result.first_time < self.last_time:
             raise Failed(Problem("time goes backwards", seq))
 
@@ -367,6 +408,11 @@ class Assembler:
 
     def finish(self, right: merkle.CompactRange | None = None) -> None:
         """After the last range: checkpoints beyond it, through ``right`` or as a rollback."""
+        if self.pending is not None:
+            problem, _ = self.pending
+            seq = (problem.seq or 0) + 1
+            # No entry follows the broken link: trust a verified checkpoint over the one before.
+            raise Failed(link_problem(seq, False if self.last_good_size > seq - 1 else None))
         if right is not None:
             self.prefix.extend(right)
             if self.prefix.end in self.due:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from audit import canonical, merkle, scan
-from audit.checkpoint import Checkpoint, CheckpointError
+from audit.checkpoint import FIRST_PREV, Checkpoint, CheckpointError
 from audit.errors import KeyringError, LedgerError
 from audit.scan import Assembler, plan_tasks, progress_adapter, run_tasks
 from audit.signing import KeyChain, KeyRecord
@@ -74,6 +74,24 @@ class Report:
             "trust": self.trust,
             "warnings": self.warnings,
         }
+
+
+def checkpoint_chain_break(checkpoints: list[Checkpoint], *, complete: bool) -> Problem | None:
+    """The first checkpoint whose ``prev`` is not the digest of the one before it. With
+    ``complete`` (a whole log, not an archive's excerpt) the first must start the chain.
+    Checked after the walk, which has by then vouched for every checkpoint present: a
+    break then means one was removed (or the log reordered)."""
+    for number, checkpoint in enumerate(checkpoints):
+        if number == 0:
+            if complete and checkpoint.prev != FIRST_PREV:
+                return Problem("checkpoints before the first one in the log were removed", None, 0)
+        elif checkpoint.prev != checkpoints[number - 1].digest():
+            return Problem(
+                "the checkpoint log lost the checkpoint before this one (removed or reordered)",
+                None,
+                number,
+            )
+    return None
 
 
 def read_checkpoint_lines(data: bytes, label: str, warnings: list[str]) -> list[Checkpoint]:
@@ -200,6 +218,8 @@ def _verify_folder(
             _check_seal(Path(task.path), task.segment_first, assembler.size, task.end)
         advance(task.end - task.start)
     assembler.finish()
+    if (chain_break := checkpoint_chain_break(checkpoints, complete=True)) is not None:
+        raise Failed(chain_break)
     _check_key_files(folder / "keys", keys)
     if assembler.size > assembler.last_good_size:
         report.warnings.append(
