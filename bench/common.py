@@ -18,7 +18,7 @@ from rich.table import Table as RichTable
 
 ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var" / "bench"
-CACHE_FORMAT = 1  # bump when the cached ledgers' contents change
+CACHE_FORMAT = 2  # bump when the cached ledgers' contents change
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
