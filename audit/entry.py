@@ -32,6 +32,7 @@ DEFAULT_MAX_ENTRY_BYTES = 64 * 1024
 CALLER_FIELDS = ("action", "actor", "detail", "object", "outcome")
 ALL_FIELDS = frozenset((*CALLER_FIELDS, "prev", "seq", "time", "v"))
 _MAX_LABEL = 256
+SYSTEM_ACTION_PREFIX = "ledger."  # actions the ledger writes about itself; nobody else may
 
 _TAIL = re.compile(
     rb',"prev":"([0-9a-f]{64})","seq":(0|[1-9][0-9]*),"time":(0|[1-9][0-9]*),"v":([1-9][0-9]*)}\Z'
@@ -73,11 +74,15 @@ def encode_body(
     outcome: str,
     detail: dict[str, Any] | None,
     max_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+    system: bool = False,
 ) -> bytes:
     """Check the caller's fields and return the entry's canonical bytes up to, and not
     including, the chain fields (``{"action":…,"outcome":"…"``, no closing brace).
 
-    Raises :class:`InvalidEntry` with a reason; nothing is written."""
+    Raises :class:`InvalidEntry` with a reason; nothing is written. Actions under
+    ``ledger.`` (key records, repairs) are the ledger's own: only ``system`` may use them."""
+    if not system and isinstance(action, str) and action.startswith(SYSTEM_ACTION_PREFIX):
+        raise InvalidEntry(f"actions starting with {SYSTEM_ACTION_PREFIX!r} are the ledger's own")
     body = {
         "action": _label("action", action),
         "actor": _label("actor", actor),

@@ -140,6 +140,7 @@ class Ledger:
             genesis = entry.encode_body(
                 action="ledger.create",
                 actor=SYSTEM_ACTOR,
+                system=True,
                 object=f"ledger:{ledger_id}",
                 outcome="ok",
                 detail={"key": record.to_dict(), "ledger": ledger_id},
@@ -387,6 +388,7 @@ class Ledger:
                 body = entry.encode_body(
                     action="ledger.key.rotate",
                     actor=SYSTEM_ACTOR,
+                    system=True,
                     object=f"key:{record.key_id}",
                     outcome="ok",
                     detail={"key": record.to_dict(), "previous": state.key.key_id},
@@ -478,6 +480,7 @@ class Ledger:
         return entry.encode_body(
             action="ledger.repair",
             actor=SYSTEM_ACTOR,
+            system=True,
             object=f"segment:{detail['segment']}",
             outcome="repaired",
             detail=detail,

@@ -327,8 +327,7 @@ class Assembler:
         if self.pending is not None:
             problem, leaf = self.pending
             vouches = result.first_prev == leaf.hex() if result.first_prev is not None else None
-            raise Failed(link_problem(problem.seq + 1 if problem.seq is not None else 0,
-                                      vouches))
+            raise Failed(link_problem(problem.seq + 1 if problem.seq is not None else 0, vouches))
         if expected_first is not None and expected_first != self.size:
             raise Failed(
                 Problem(
