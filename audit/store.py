@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from audit import merkle
-from audit.checkpoint import Checkpoint
+from audit.checkpoint import Checkpoint, CheckpointError
 from audit.errors import LedgerBusy, LedgerDamaged
 
 NODE_LEVEL_STEP = 8
@@ -380,7 +380,13 @@ def read_last_checkpoint(
     lines = tail.split(b"\n")
     if len(lines) < 2 or (start > 0 and len(lines) < 3):
         return None, repaired
-    return Checkpoint.decode(lines[-2]), repaired
+    try:
+        return Checkpoint.decode(lines[-2]), repaired
+    except CheckpointError as exc:
+        raise LedgerDamaged(
+            f"{path}: the last checkpoint cannot be read ({exc}); "
+            "`verify` reports the first position that is wrong"
+        ) from None
 
 
 @contextlib.contextmanager

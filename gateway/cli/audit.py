@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +26,7 @@ from gateway.cli.common import (
     errors,
     fail,
     format_time,
+    ledger_errors,
     open_ledger,
     settings_of,
     short,
@@ -42,17 +41,6 @@ prove_app = typer.Typer(
 app.add_typer(prove_app, name="prove")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
-
-@contextmanager
-def ledger_errors() -> Iterator[None]:
-    """Turn ledger errors into a one-line message and exit status 1."""
-    try:
-        yield
-    except LedgerError as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
 
 
 def print_json(value: Any) -> None:

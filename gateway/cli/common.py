@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -10,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from audit import Ledger
+from audit import Ledger, LedgerError
 from gateway.settings import Settings
 
 console = Console(highlight=False)
@@ -21,6 +23,17 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: message`` to stderr and exit with ``code`` (1: failed, 2: bad usage)."""
     errors.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def ledger_errors() -> Iterator[None]:
+    """Turn ledger errors into a one-line message and exit status 1."""
+    try:
+        yield
+    except LedgerError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
 
 
 def settings_of(ctx: typer.Context) -> Settings:

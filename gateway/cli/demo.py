@@ -15,7 +15,14 @@ import typer
 from rich.panel import Panel
 
 from audit import Ledger, entry
-from gateway.cli.common import console, entry_line, open_ledger, settings_of, short
+from gateway.cli.common import (
+    console,
+    entry_line,
+    ledger_errors,
+    open_ledger,
+    settings_of,
+    short,
+)
 
 # A day in the life of a public-data operation: who did what, in the ledger's words.
 STORY: list[dict[str, object]] = [
@@ -97,7 +104,7 @@ def demo(ctx: typer.Context) -> None:
     settings = settings_of(ctx)
     console.print(Panel.fit("sbx demo — the audit ledger", style="bold"))
     console.print(f"data directory: {settings.prepare_data_dir().resolve()}")
-    with open_ledger(settings, create=True) as ledger:
+    with ledger_errors(), open_ledger(settings, create=True) as ledger:
         before = ledger.checkpoint()
         console.print(f"ledger {ledger.ledger_id}, entries so far: {before.size}\n")
         first_seq = _record_story(ledger)

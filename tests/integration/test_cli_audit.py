@@ -195,3 +195,27 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "export.approve" in result.stdout
     assert result.stdout.count("is intact") == 2  # the ledger and the archive
     assert list((tmp_path / "var" / "demo").glob("evidence-*.tar"))
+
+
+def test_a_damaged_checkpoint_log_stops_writers_with_a_message(data_dir: Path) -> None:
+    log = data_dir / "ledger" / "checkpoints.log"
+    last = json.loads(log.read_bytes().splitlines()[-1])
+    del last["prev"]  # complete and parseable, but not a checkpoint: not a torn tail
+    log.write_bytes(log.read_bytes() + json.dumps(last).encode() + b"\n")
+    before = log.read_bytes()
+    sbx_command = Path(sys.executable).with_name("sbx")
+    for args in (["demo"], ["audit", "append", "--action", "a.b", "--actor", "u", "--object", "o"]):
+        result = subprocess.run(
+            [str(sbx_command), "--data-dir", str(data_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 1, result.stdout
+        assert "the last checkpoint cannot be read" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert log.read_bytes() == before
+    code, out, _ = sbx(data_dir, "audit", "verify")
+    assert code == 1
+    assert "checkpoints.log line" in out
