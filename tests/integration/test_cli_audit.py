@@ -180,17 +180,22 @@ def test_errors_are_messages_not_tracebacks(data_dir: Path, tmp_path: Path) -> N
     assert "Traceback" not in err
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    environment = {**os.environ, "SBX_DATA_DIR": str(tmp_path / "var")}
-    sbx_command = Path(sys.executable).with_name("sbx")
-    result = subprocess.run(
-        [str(sbx_command), "demo"],
+def sbx_process(
+    *args: str, environment: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `sbx` script, so that what a user sees (a traceback, say) is seen."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("sbx")), *args],
         capture_output=True,
         text=True,
         env=environment,
         timeout=120,
         check=False,
     )
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = sbx_process("demo", environment={**os.environ, "SBX_DATA_DIR": str(tmp_path / "var")})
     assert result.returncode == 0, result.stderr
     assert "export.approve" in result.stdout
     assert result.stdout.count("is intact") == 2  # the ledger and the archive
@@ -203,15 +208,8 @@ def test_a_damaged_checkpoint_log_stops_writers_with_a_message(data_dir: Path) -
     del last["prev"]  # complete and parseable, but not a checkpoint: not a torn tail
     log.write_bytes(log.read_bytes() + json.dumps(last).encode() + b"\n")
     before = log.read_bytes()
-    sbx_command = Path(sys.executable).with_name("sbx")
     for args in (["demo"], ["audit", "append", "--action", "a.b", "--actor", "u", "--object", "o"]):
-        result = subprocess.run(
-            [str(sbx_command), "--data-dir", str(data_dir), *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = sbx_process("--data-dir", str(data_dir), *args)
         assert result.returncode == 1, result.stdout
         assert "the last checkpoint cannot be read" in result.stderr
         assert "Traceback" not in result.stderr
