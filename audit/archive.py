@@ -71,11 +71,16 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def export_archive(ledger: Ledger, first: int, last: int, destination: Path) -> dict[str, Any]:
-    """Write entries ``first..last`` (inclusive) with everything needed to verify them.
-    Returns the manifest. Writes a checkpoint first if none covers ``last`` yet."""
+    """Write entries ``first..last`` (inclusive) with everything needed to verify them
+    against the first checkpoint past ``last`` (signed now if there is none yet).
+    Returns the manifest."""
     if not 0 <= first <= last:
         raise ArchiveError(f"cannot export seq {first}..{last}: the range is empty or negative")
-    cover = ledger._checkpoint_covering(last + 1, None)  # noqa: SLF001 - same package
+    # The first checkpoint past the range (FORMAT.md §7.1): every checkpoint the archive
+    # holds is then one the verifier can check against the entries or the boundary hashes.
+    cover = next((cp for cp in ledger.checkpoints() if cp.size > last), None)
+    if cover is None:
+        cover = ledger._checkpoint_covering(last + 1, None)  # noqa: SLF001 - same package
     if last >= cover.size:
         raise ArchiveError(f"no entry {last}: the ledger has {cover.size} entries")
     left = ledger.index.compact_range(first)

@@ -111,6 +111,7 @@ class Ledger:
         if header.get("format") != LEDGER_FORMAT or header.get("v") != LEDGER_VERSION:
             raise LedgerDamaged(f"{self.path} is not an sbx ledger of a known version")
         self.ledger_id: str = header["ledger"]
+        self.created: int = header["created"]
         self.segments = Segments(self.path / "segments")
         self.index = Index(self.path / "index")
 
@@ -204,15 +205,18 @@ class Ledger:
     def append_many(self, entries: Iterable[dict[str, Any]]) -> list[Receipt]:
         """Append entries (each a mapping of :meth:`append`'s arguments) in one commit."""
         bodies = []
-        for item in entries:
-            try:
-                bodies.append(
-                    entry.encode_body(
-                        max_bytes=self.options.max_entry_bytes, **{"outcome": "ok", **item}
-                    )
+        for number, item in enumerate(entries):
+            if not isinstance(item, dict):
+                raise InvalidEntry(f"entry {number} of the batch is not a mapping")
+            unknown = sorted(set(item) - set(entry.CALLER_FIELDS))
+            missing = sorted({"action", "actor", "object"} - set(item))
+            if unknown or missing:
+                raise InvalidEntry(
+                    f"entry {number} of the batch: unexpected entry fields {unknown}, "
+                    f"missing {missing}"
                 )
-            except TypeError as exc:
-                raise InvalidEntry(f"unexpected entry fields: {exc}") from None
+            fields = {"outcome": "ok", "detail": None, **item}
+            bodies.append(entry.encode_body(max_bytes=self.options.max_entry_bytes, **fields))
         return self._commit(bodies) if bodies else []
 
     def _commit(self, bodies: list[bytes]) -> list[Receipt]:
@@ -303,7 +307,9 @@ class Ledger:
         unsigned = state.size - self._checkpointed_size(state)
         if unsigned >= self.options.checkpoint_every:
             return True
-        last = state.last_checkpoint.time if state.last_checkpoint else 0
+        # Entries after the last checkpoint are younger than it; before the first one,
+        # the oldest unsigned entry is entry 0, written when the ledger was created.
+        last = state.last_checkpoint.time if state.last_checkpoint else self.created
         return (
             unsigned > 0 and self.options.clock() - last >= self.options.checkpoint_interval * 1e6
         )

@@ -69,10 +69,23 @@ class RangeResult:
     break_leaf: bytes | None = None  # a broken link at the very end: the last line's leaf
 
 
-def seq_problem(claimed: int, position: int) -> Problem:
-    """An entry at ``position`` claims ``claimed``. Two entries claiming the same seq means
-    the first of them was inserted; otherwise the entry due here is missing or moved."""
-    where = position - 1 if claimed == position - 1 else position
+def seq_problem(
+    claimed: int,
+    position: int,
+    previous_leaf: bytes | None = None,
+    leaf: bytes | None = None,
+    successor_prev: str | None = None,
+) -> Problem:
+    """An entry at ``position`` (leaf hash ``leaf``) claims ``claimed``; ``previous_leaf``
+    is the hash of the entry before it and ``successor_prev`` the prev the entry after it
+    claims, where known. Two entries in a row claiming the same seq: the later one is the
+    extra one if it repeats the earlier byte for byte or the chain goes on from the earlier
+    one; otherwise the earlier one was inserted in front of the entry the chain goes on
+    from. Any other claim: the entry due here is missing or moved."""
+    where = position
+    if claimed == position - 1 and leaf != previous_leaf:
+        if previous_leaf is None or successor_prev != previous_leaf.hex():
+            where = position - 1
     return Problem(
         f"entry says seq {claimed} where seq {position} belongs "
         "(entries deleted, inserted or reordered)",
@@ -184,7 +197,8 @@ class _RangeWalk:
             result.last_time = fields.time
         seq = self.compact.end
         if fields.seq != seq:
-            raise Failed(seq_problem(fields.seq, seq))
+            leaf = hashlib.sha256(b"\x00" + body).digest()
+            raise Failed(seq_problem(fields.seq, seq, self.prev, leaf, _next_prev(buf, next_start)))
         if seq == self.compact.begin + 1:
             result.second_prev = fields.prev
         if self.prev is not None and fields.prev != self.prev.hex():
@@ -366,7 +380,11 @@ class Assembler:
     def _join(self, result: RangeResult) -> None:
         seq = self.size
         if result.first_seq != seq:
-            raise Failed(seq_problem(result.first_seq or 0, seq))
+            raise Failed(
+                seq_problem(
+                    result.first_seq or 0, seq, self.prev, result.first_leaf, result.second_prev
+                )
+            )
         if self.prev is not None and result.first_prev != self.prev.hex():
             vouches = None
             if result.second_prev is not None and result.first_leaf is not None:
@@ -419,6 +437,10 @@ class Assembler:
         pending = sorted(size for size in self.due if size > self.size)
         if pending:
             due = self.due[pending[0]][0]
+            try:
+                due.checkpoint.check(self.keys)
+            except (CheckpointError, KeyringError) as exc:  # not a checkpoint of this ledger
+                raise Failed(Problem(f"{due.label}: {exc}", None, due.position)) from None
             raise Failed(
                 Problem(
                     f"{due.label} is for size {due.checkpoint.size} but the ledger ends at "

@@ -77,15 +77,28 @@ class Report:
 
 
 def checkpoint_chain_break(checkpoints: list[Checkpoint], *, complete: bool) -> Problem | None:
-    """The first checkpoint whose ``prev`` is not the digest of the one before it. With
-    ``complete`` (a whole log, not an archive's excerpt) the first must start the chain.
-    Checked after the walk, which has by then vouched for every checkpoint present: a
-    break then means one was removed (or the log reordered)."""
+    """The first checkpoint out of order with the one before it (a smaller size or time,
+    or another root for the same size) or whose ``prev`` is not the digest of the one
+    before it. With ``complete`` (a whole log, not an archive's excerpt) the first must
+    start the chain. Checked after the walk, which has by then vouched for every
+    checkpoint present (signature and root), so that a checkpoint altered in place is
+    reported as itself rather than as its neighbour being out of order; a break left
+    then means one was removed, or the log reordered."""
     for number, checkpoint in enumerate(checkpoints):
         if number == 0:
             if complete and checkpoint.prev != FIRST_PREV:
                 return Problem("checkpoints before the first one in the log were removed", None, 0)
-        elif checkpoint.prev != checkpoints[number - 1].digest():
+            continue
+        previous = checkpoints[number - 1]
+        if (
+            checkpoint.size < previous.size
+            or checkpoint.time < previous.time
+            or (checkpoint.size == previous.size and checkpoint.root != previous.root)
+        ):
+            return Problem(
+                "checkpoint out of order or contradicting the one before it", None, number
+            )
+        if checkpoint.prev != previous.digest():
             return Problem(
                 "the checkpoint log lost the checkpoint before this one (removed or reordered)",
                 None,
@@ -95,7 +108,8 @@ def checkpoint_chain_break(checkpoints: list[Checkpoint], *, complete: bool) -> 
 
 
 def read_checkpoint_lines(data: bytes, label: str, warnings: list[str]) -> list[Checkpoint]:
-    """Parse a checkpoint log; an incomplete final line is a warning, anything else fatal."""
+    """Parse a checkpoint log; an incomplete final line is a warning, anything else fatal.
+    Their order is checked by :func:`checkpoint_chain_break`, after their signatures."""
     lines = data.split(b"\n")
     if lines and lines[-1]:
         warnings.append(f"{label}: incomplete final line ignored (a writer stopped mid-write)")
@@ -105,21 +119,6 @@ def read_checkpoint_lines(data: bytes, label: str, warnings: list[str]) -> list[
             checkpoints.append(Checkpoint.decode(line))
         except CheckpointError as exc:
             raise Failed(Problem(f"{label} line {number + 1}: {exc}", None, number)) from None
-    previous: Checkpoint | None = None
-    for number, checkpoint in enumerate(checkpoints):
-        if previous is not None and (
-            checkpoint.size < previous.size
-            or checkpoint.time < previous.time
-            or (checkpoint.size == previous.size and checkpoint.root != previous.root)
-        ):
-            raise Failed(
-                Problem(
-                    f"{label}: checkpoint out of order or contradicting the one before it",
-                    None,
-                    number,
-                )
-            )
-        previous = checkpoint
     return checkpoints
 
 
@@ -213,8 +212,10 @@ def _verify_folder(
         try:
             assembler.add(result, expected_first=task.segment_first if task.start == 0 else None)
         except Failed as failure:
-            raise Failed(_locate(folder, failure.problem, assembler.last_good_size)) from None
-        if task.last_in_segment:
+            raise Failed(
+                _locate(folder, failure.problem, assembler.last_good_size, checkpoints)
+            ) from None
+        if task.last_in_segment and assembler.pending is None:  # else the link decides first
             _check_seal(Path(task.path), task.segment_first, assembler.size, task.end)
         advance(task.end - task.start)
     assembler.finish()
@@ -262,16 +263,21 @@ def _check_key_files(keys_dir: Path, keys: KeyChain) -> None:
             raise Failed(Problem(f"key file {path.name} is not a key the ledger records"))
 
 
-def _locate(folder: Path, problem: Problem, last_good_size: int) -> Problem:
-    """Narrow a checkpoint mismatch down to the first entry whose hash differs from the
+def _locate(
+    folder: Path, problem: Problem, last_good_size: int, checkpoints: list[Checkpoint]
+) -> Problem:
+    """Narrow a checkpoint that fails (its root, or its signature when the entry that
+    introduced its key was altered) down to the first entry whose hash differs from the
     one the index recorded when it was written (the index is a hint, never trusted)."""
-    if (
-        problem.checkpoint is None
-        or problem.seq is None
-        or not (folder / "index" / "leaves.bin").exists()
-    ):
+    if problem.checkpoint is None or not (folder / "index" / "leaves.bin").exists():
         return problem
-    start, stop = last_good_size, problem.seq + 1
+    if problem.seq is not None:
+        stop = problem.seq + 1
+    elif problem.checkpoint < len(checkpoints):
+        stop = checkpoints[problem.checkpoint].size
+    else:
+        return problem
+    start = last_good_size
     index_path = folder / "index" / "leaves.bin"
     try:
         with open(index_path, "rb") as index:

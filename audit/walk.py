@@ -27,8 +27,11 @@ class Problem:
         where = []
         if self.seq is not None:
             where.append(f"seq {self.seq}")
-        if self.checkpoint is not None:
+        label = f"checkpoint #{self.checkpoint}"
+        if self.checkpoint is not None and not self.reason.startswith((f"{label}:", f"{label} ")):
             where.append(f"checkpoint #{self.checkpoint}")
+        if not where and self.checkpoint is not None:
+            return self.reason  # it names the checkpoint itself
         return f"{', '.join(where) or 'ledger'}: {self.reason}"
 
 
