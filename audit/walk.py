@@ -29,7 +29,7 @@ class Problem:
             where.append(f"seq {self.seq}")
         label = f"checkpoint #{self.checkpoint}"
         if self.checkpoint is not None and not self.reason.startswith((f"{label}:", f"{label} ")):
-            where.append(f"checkpoint #{self.checkpoint}")
+            where.append(label)
         if not where and self.checkpoint is not None:
             return self.reason  # it names the checkpoint itself
         return f"{', '.join(where) or 'ledger'}: {self.reason}"
