@@ -1,4 +1,4 @@
-"""``python -m bench [appends|verify|proofs|all] [--quick] [--rebuild] [--markdown FILE]``."""
+"""``python -m bench [appends|verify|proofs|authz|all] [--quick] [--rebuild] [--markdown FILE]``."""
 
 from __future__ import annotations
 
@@ -14,11 +14,14 @@ from bench.common import VAR, Results, Table, console, machine_info
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmarks of the audit ledger, each against a baseline measured in the "
-        "same run. Results are written up in docs/benchmarks.md.",
+        description="Benchmarks of the audit ledger and policy decisions, each against a "
+        "baseline measured in the same run. Results are written up in docs/benchmarks.md.",
     )
     parser.add_argument(
-        "what", nargs="?", default="all", choices=("appends", "verify", "proofs", "all")
+        "what",
+        nargs="?",
+        default="all",
+        choices=("appends", "verify", "proofs", "authz", "all"),
     )
     parser.add_argument(
         "--quick",
@@ -68,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
 
         console.rule("proofs")
         proofs.run(results, quick=args.quick, rebuild=args.rebuild)
+    if args.what in ("authz", "all"):
+        from bench import authz
+
+        console.rule("policy decisions")
+        authz.run(results, quick=args.quick)
     elapsed = time.perf_counter() - started
     console.print(f"done in {elapsed:.0f} s (cached ledgers in {VAR})")
 
