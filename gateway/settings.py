@@ -59,6 +59,11 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("var"), description="where sbx keeps its state, keys and ledger")
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the control plane's database, e.g. "
+        "postgresql+psycopg://sbx@db/sbx (default: SQLite in the data directory)",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -81,6 +86,11 @@ class Settings(BaseSettings):
     @property
     def ledger_dir(self) -> Path:
         return self.data_dir / "ledger"
+
+    @property
+    def database(self) -> str:
+        """The database URL in force: the configured one, or ``<data_dir>/sbx.db``."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'sbx.db'}"
 
     def prepare_data_dir(self) -> Path:
         """Create the data directory (owner-only) on first run and return it."""

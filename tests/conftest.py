@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,3 +19,34 @@ def shared_dir() -> Path:
 @pytest.fixture
 def ledger_dir(tmp_path: Path) -> Path:
     return tmp_path / "ledger"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of a cluster started for this test session (each xdist worker
+    has its own)."""
+    from tests.postgres import postgres_cluster
+
+    with postgres_cluster() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each supported kind, in turn."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'sbx.db'}"
+        return
+    url = request.getfixturevalue("postgres_url")
+    from sqlalchemy import create_engine, text
+
+    name = f"t_{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**9}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.replace("/postgres?", f"/{name}?")
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()

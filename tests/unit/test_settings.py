@@ -12,7 +12,7 @@ from gateway.settings import load_settings
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("SBX_CONFIG", "SBX_DATA_DIR", "SBX_LEDGER__CHECKPOINT_EVERY"):
+    for name in ("SBX_CONFIG", "SBX_DATA_DIR", "SBX_LEDGER__CHECKPOINT_EVERY", "SBX_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
 
@@ -22,6 +22,12 @@ def test_defaults() -> None:
     assert settings.data_dir == Path("var")
     assert settings.ledger_dir == Path("var/ledger")
     assert settings.ledger.options().checkpoint_every == 1000
+    assert settings.database == "sqlite:///var/sbx.db"
+
+
+def test_a_database_url_replaces_the_embedded_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SBX_DATABASE_URL", "postgresql+psycopg://sbx@db/sbx")
+    assert load_settings().database == "postgresql+psycopg://sbx@db/sbx"
 
 
 def test_environment_overrides_toml_which_overrides_defaults(

@@ -1,0 +1,18 @@
+"""Alembic environment: runs migrations on the engine that :func:`gateway.db.migrate`
+passes in (never on a URL from an ini file)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from gateway.db.models import Base
+
+engine = context.config.attributes["engine"]
+with engine.begin() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    context.run_migrations()

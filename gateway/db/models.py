@@ -1,0 +1,153 @@
+"""Tables of the control plane. Schema changes go through Alembic migrations
+(``gateway/db/migrations``); a test fails when these models and the migrations differ."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Dialect,
+    Enum,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A point in time, stored in UTC and read back time-zone aware on every database
+    (SQLite keeps no zone: what it returns is UTC by construction)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("times must be time-zone aware")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class OrganizationType(enum.StrEnum):
+    PROVIDER = "provider"
+    APPLICATION_UNIT = "application_unit"
+    OPERATOR = "operator"
+    REGULATOR = "regulator"
+
+
+class OrganizationStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class VerificationStatus(enum.StrEnum):
+    """Real-name verification of an organization (R10)."""
+
+    UNVERIFIED = "unverified"
+    VERIFIED = "verified"
+    REJECTED = "rejected"
+
+
+class UserStatus(enum.StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+def _enum(kind: type[enum.StrEnum], name: str) -> Enum:
+    return Enum(kind, name=name, native_enum=False, length=32, values_callable=_values)
+
+
+def _values(kind: type[enum.StrEnum]) -> list[str]:
+    return [member.value for member in kind]
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    type: Mapped[OrganizationType] = mapped_column(_enum(OrganizationType, "organization_type"))
+    name: Mapped[str] = mapped_column(String(200))
+    credit_code: Mapped[str] = mapped_column(String(18), unique=True)
+    verification: Mapped[VerificationStatus] = mapped_column(
+        _enum(VerificationStatus, "verification_status"), default=VerificationStatus.UNVERIFIED
+    )
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)  # dishonesty / violation
+    status: Mapped[OrganizationStatus] = mapped_column(
+        _enum(OrganizationStatus, "organization_status"), default=OrganizationStatus.ACTIVE
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+    users: Mapped[list[User]] = relationship(back_populates="organization")
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    status: Mapped[UserStatus] = mapped_column(
+        _enum(UserStatus, "user_status"), default=UserStatus.ACTIVE
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+    organization: Mapped[Organization] = relationship(back_populates="users")
+    roles: Mapped[list[RoleGrant]] = relationship(
+        back_populates="user", cascade="all, delete-orphan"
+    )
+
+
+class RoleGrant(Base):
+    """A role a user holds in their organization; granting and revoking are recorded in
+    the audit ledger by the service that does it."""
+
+    __tablename__ = "role_grants"
+    __table_args__ = (UniqueConstraint("user_id", "role", name="uq_role_grants_user_role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(32))
+    granted_by: Mapped[str] = mapped_column(String(64))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+    user: Mapped[User] = relationship(back_populates="roles")

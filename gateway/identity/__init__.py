@@ -1,0 +1,1 @@
+"""Identities: organizations, users, credentials and sessions."""
