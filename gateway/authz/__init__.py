@@ -72,6 +72,10 @@ class Authorizer:
         held = self._snapshot.decisions.roles_of(user, organization)
         return frozenset(role.removeprefix("role:") for role in held)
 
+    def roles_for_organization_type(self, kind: str) -> frozenset[str]:
+        """The roles an organization of type ``kind`` may grant its members."""
+        return self._snapshot.files.duties.roles_by_organization_type.get(kind, frozenset())
+
     @property
     def digest(self) -> str:
         return self._snapshot.files.digest
