@@ -151,3 +151,19 @@ class RoleGrant(Base):
     granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
     user: Mapped[User] = relationship(back_populates="roles")
+
+
+class ApiToken(Base):
+    """A personal API token for scripts. Only its SHA-256 is stored (tokens carry 256
+    bits of randomness, so a slow hash would add nothing but latency to every request)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -11,12 +11,14 @@ The web routes and the ``sbx user`` / ``sbx org`` commands are thin shells over 
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
@@ -25,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.authz import Actor, Authorizer, Denied, Grant
 from gateway.db.models import (
+    ApiToken,
     Organization,
     OrganizationStatus,
     OrganizationType,
@@ -37,6 +40,8 @@ from gateway.identity.credit_code import InvalidCreditCode, normalize_credit_cod
 Record = Callable[[dict[str, Any]], None]
 SYSTEM = "system:gateway"
 MIN_PASSWORD_LENGTH = 12
+TOKEN_PREFIX = "sbx_"  # noqa: S105 - not a secret: lets scanners recognise a leaked token
+MAX_TOKEN_DAYS = 365
 
 
 class IdentityError(Exception):
@@ -301,7 +306,9 @@ class IdentityService:
         return account, password
 
     # ------------------------------------------------------------------ signing in
-    def authenticate(self, username: str, password: str, *, client: str = "") -> Account:
+    def authenticate(
+        self, username: str, password: str, *, totp: str | None = None, client: str = ""
+    ) -> Account:
         """The user whose password this is, or :class:`SignInFailed` (recorded either way)."""
         now = self.clock()
         with self.sessions.begin() as session:
@@ -313,13 +320,13 @@ class IdentityService:
                 detail = {"client": client, "reason": "unknown user"}
                 self.record(_entry("anonymous", "session.login", "user:unknown", "failed", detail))
                 raise SignInFailed()
-            reason = self._sign_in_refusal(user, password, now)
+            reason = self._sign_in_refusal(user, password, totp, now)
             if reason is None:
                 user.failed_logins, user.locked_until = 0, None
                 if self.hasher.check_needs_rehash(user.password_hash or ""):
                     user.password_hash = self.hasher.hash(password)
             else:
-                if reason == "wrong password":
+                if reason in ("wrong password", "wrong second factor"):
                     user.failed_logins += 1
                     if user.failed_logins >= self.lockout.max_failures:
                         user.locked_until = now + self.lockout.lock_for
@@ -338,7 +345,9 @@ class IdentityService:
             raise SignInFailed()
         return account
 
-    def _sign_in_refusal(self, user: User, password: str, now: datetime) -> str | None:
+    def _sign_in_refusal(
+        self, user: User, password: str, totp: str | None, now: datetime
+    ) -> str | None:
         if user.status is not UserStatus.ACTIVE:
             return "account disabled"
         if user.organization.status is not OrganizationStatus.ACTIVE:
@@ -349,7 +358,86 @@ class IdentityService:
             self.hasher.verify(user.password_hash or "", password)
         except (VerificationError, InvalidHashError):
             return "wrong password"
+        if user.totp_secret is not None:
+            if not totp:
+                return "second factor missing"
+            if not pyotp.TOTP(user.totp_secret).verify(totp, for_time=now, valid_window=1):
+                return "wrong second factor"
         return None
+
+    # ------------------------------------------------------------------ second factor
+    @staticmethod
+    def new_totp_secret() -> str:
+        """A fresh TOTP secret to show (as a QR code) before :meth:`enable_totp`."""
+        return pyotp.random_base32()
+
+    @staticmethod
+    def totp_uri(secret: str, username: str) -> str:
+        return pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name="sbx")
+
+    def enable_totp(self, user_id: str, secret: str, code: str) -> None:
+        """Turn on the second factor once the user shows a code made with ``secret``."""
+        if not pyotp.TOTP(secret).verify(code, for_time=self.clock(), valid_window=1):
+            raise IdentityError("that code does not match; check the authenticator's clock")
+        with self.sessions.begin() as session:
+            user = _get(session, User, user_id)
+            user.totp_secret = secret
+            self.record(_entry(f"user:{user.id}", "user.totp.enable", f"user:{user.id}", "ok", {}))
+
+    # ------------------------------------------------------------------ API tokens
+    def issue_token(self, actor: Actor, *, name: str, days: int = 90) -> tuple[str, str]:
+        """A personal API token of ``actor``: ``(token id, secret)``. The secret is shown
+        once and stored only as its SHA-256."""
+        self._authorize(actor, "api_token", "manage", actor.user)
+        if not 1 <= days <= MAX_TOKEN_DAYS:
+            raise IdentityError(f"a token lives 1 to {MAX_TOKEN_DAYS} days")
+        name = name.strip()
+        if not name or len(name) > 100:
+            raise IdentityError("a token needs a name of up to 100 characters")
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        expires = self.clock() + timedelta(days=days)
+        with self.sessions.begin() as session:
+            token = ApiToken(
+                user_id=actor.user.removeprefix("user:"),
+                name=name,
+                token_hash=_token_hash(secret),
+                expires_at=expires,
+            )
+            session.add(token)
+            session.flush()
+            detail = {"expires": expires.isoformat(), "name": name}
+            self.record(_entry(actor.user, "api_token.create", f"token:{token.id}", "ok", detail))
+        return token.id, secret
+
+    def revoke_token(self, actor: Actor, token_id: str) -> None:
+        """Revoke one's own token (administrators: anyone's)."""
+        self._authorize(actor, "api_token", "manage", f"token:{token_id}")
+        with self.sessions.begin() as session:
+            token = _get(session, ApiToken, token_id)
+            if f"user:{token.user_id}" != actor.user and "admin" not in actor.roles:
+                raise NotFound(f"no apitoken {token_id}")  # others' tokens are not there
+            if token.revoked_at is None:
+                token.revoked_at = self.clock()
+            self.record(_entry(actor.user, "api_token.revoke", f"token:{token_id}", "ok", {}))
+
+    def authenticate_token(self, secret: str) -> Account:
+        """The account a token belongs to, if it is live; :class:`SignInFailed` if not."""
+        if not secret.startswith(TOKEN_PREFIX):
+            raise SignInFailed()
+        now = self.clock()
+        with self.sessions() as session:
+            token = session.scalars(
+                select(ApiToken).where(ApiToken.token_hash == _token_hash(secret))
+            ).one_or_none()
+            if token is None or token.revoked_at is not None or token.expires_at <= now:
+                raise SignInFailed()
+            user = _get(session, User, token.user_id)
+            if (
+                user.status is not UserStatus.ACTIVE
+                or user.organization.status is not OrganizationStatus.ACTIVE
+            ):
+                raise SignInFailed()
+            return Account.of(user)
 
     def set_password(self, user_id: str, old: str, new: str) -> None:
         """Change one's own password (the one-time password must be changed first)."""
@@ -366,6 +454,10 @@ class IdentityService:
             user.password_hash = self.hasher.hash(new)
             user.must_change_password = False
             self.record(_entry(f"user:{user.id}", "user.password", f"user:{user.id}", "ok", {}))
+
+
+def _token_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _get(session: Session, kind: type[Any], identifier: str) -> Any:

@@ -249,3 +249,70 @@ def test_passwords_change_only_with_the_current_one_and_a_long_new_one(world: Wo
     world.service.set_password(user_id, world.admin_password, "a long new passphrase")
     user = world.service.authenticate("admin", "a long new passphrase")
     assert not user.must_change_password
+
+
+def test_api_tokens_are_shown_once_expire_and_can_be_revoked(world: World) -> None:
+    token_id, secret = world.service.issue_token(world.admin, name="nightly export", days=30)
+    assert secret.startswith("sbx_") and len(secret) > 40
+    assert world.service.authenticate_token(secret).id == world.admin_user.id
+    stored = world.ledger.path.joinpath("segments", "00000000000000000000.log").read_text()
+    assert secret not in stored and token_id in stored
+    for bad in ("", "sbx_", secret[:-1], secret + "x", "Bearer " + secret):
+        with pytest.raises(SignInFailed):
+            world.service.authenticate_token(bad)
+    world.clock.now += timedelta(days=31)
+    with pytest.raises(SignInFailed):
+        world.service.authenticate_token(secret)
+    world.clock.now -= timedelta(days=31)
+    world.service.revoke_token(world.admin, token_id)
+    with pytest.raises(SignInFailed):
+        world.service.authenticate_token(secret)
+    for days in (0, 366):
+        with pytest.raises(IdentityError, match="1 to 365 days"):
+            world.service.issue_token(world.admin, name="x", days=days)
+
+
+def test_nobody_revokes_another_persons_token_but_an_admin(world: World) -> None:
+    acme = world.service.create_organization(
+        world.admin, kind=OrganizationType.APPLICATION_UNIT, name="Acme", credit_code=credit_code(8)
+    )
+    ann, _ = world.service.create_user(
+        world.admin, organization_id=acme.id, username="ann", display_name="", roles=("applicant",)
+    )
+    bob, _ = world.service.create_user(
+        world.admin, organization_id=acme.id, username="bob", display_name="", roles=("applicant",)
+    )
+    token_id, secret = world.service.issue_token(ann.actor(), name="laptop")
+    with pytest.raises(NotFound):
+        world.service.revoke_token(bob.actor(), token_id)
+    assert world.service.authenticate_token(secret).id == ann.id
+    world.service.revoke_token(world.admin, token_id)
+    with pytest.raises(SignInFailed):
+        world.service.authenticate_token(secret)
+
+
+def test_a_second_factor_once_enabled_is_required(world: World) -> None:
+    import pyotp
+
+    secret = world.service.new_totp_secret()
+    assert world.service.totp_uri(secret, "admin").startswith("otpauth://totp/sbx:admin")
+    code = pyotp.TOTP(secret).at(world.clock.now)
+    with pytest.raises(IdentityError, match="does not match"):
+        world.service.enable_totp(
+            world.admin_user.id, secret, "000000" if code != "000000" else "111111"
+        )
+    world.service.enable_totp(world.admin_user.id, secret, code)
+    with pytest.raises(SignInFailed):
+        world.service.authenticate("admin", world.admin_password)
+    with pytest.raises(SignInFailed):
+        world.service.authenticate(
+            "admin", world.admin_password, totp="123456" if code != "123456" else "654321"
+        )
+    world.clock.now += timedelta(seconds=30)
+    fresh = pyotp.TOTP(secret).at(world.clock.now)
+    assert (
+        world.service.authenticate("admin", world.admin_password, totp=fresh).id
+        == world.admin_user.id
+    )
+    reasons = [e["detail"].get("reason") for e in world.entries() if e["action"] == "session.login"]
+    assert reasons == ["second factor missing", "wrong second factor", None]
