@@ -326,7 +326,7 @@ class IdentityService:
                 if self.hasher.check_needs_rehash(user.password_hash or ""):
                     user.password_hash = self.hasher.hash(password)
             else:
-                if reason in ("wrong password", "wrong second factor"):
+                if reason in ("wrong password", "wrong second factor", "second factor used before"):
                     user.failed_logins += 1
                     if user.failed_logins >= self.lockout.max_failures:
                         user.locked_until = now + self.lockout.lock_for
@@ -361,8 +361,12 @@ class IdentityService:
         if user.totp_secret is not None:
             if not totp:
                 return "second factor missing"
-            if not pyotp.TOTP(user.totp_secret).verify(totp, for_time=now, valid_window=1):
+            step = _totp_step(user.totp_secret, totp, now)
+            if step is None:
                 return "wrong second factor"
+            if user.totp_last_step is not None and step <= user.totp_last_step:
+                return "second factor used before"  # a code seen over a shoulder, replayed
+            user.totp_last_step = step
         return None
 
     # ------------------------------------------------------------------ second factor
@@ -377,11 +381,12 @@ class IdentityService:
 
     def enable_totp(self, user_id: str, secret: str, code: str) -> None:
         """Turn on the second factor once the user shows a code made with ``secret``."""
-        if not pyotp.TOTP(secret).verify(code, for_time=self.clock(), valid_window=1):
+        step = _totp_step(secret, code, self.clock())
+        if step is None:
             raise IdentityError("that code does not match; check the authenticator's clock")
         with self.sessions.begin() as session:
             user = _get(session, User, user_id)
-            user.totp_secret = secret
+            user.totp_secret, user.totp_last_step = secret, step
             self.record(_entry(f"user:{user.id}", "user.totp.enable", f"user:{user.id}", "ok", {}))
 
     # ------------------------------------------------------------------ API tokens
@@ -454,6 +459,16 @@ class IdentityService:
             user.password_hash = self.hasher.hash(new)
             user.must_change_password = False
             self.record(_entry(f"user:{user.id}", "user.password", f"user:{user.id}", "ok", {}))
+
+
+def _totp_step(secret: str, code: str, now: datetime) -> int | None:
+    """The 30-second step (of now, or one either side for clock drift) whose code this is."""
+    totp = pyotp.TOTP(secret)
+    current = int(now.timestamp()) // totp.interval
+    for step in (current - 1, current, current + 1):
+        if secrets.compare_digest(totp.at(step * totp.interval), code.strip()):
+            return step
+    return None
 
 
 def _token_hash(secret: str) -> str:

@@ -308,11 +308,19 @@ def test_a_second_factor_once_enabled_is_required(world: World) -> None:
         world.service.authenticate(
             "admin", world.admin_password, totp="123456" if code != "123456" else "654321"
         )
+    with pytest.raises(SignInFailed):  # the code that enabled it cannot sign in
+        world.service.authenticate("admin", world.admin_password, totp=code)
     world.clock.now += timedelta(seconds=30)
     fresh = pyotp.TOTP(secret).at(world.clock.now)
-    assert (
-        world.service.authenticate("admin", world.admin_password, totp=fresh).id
-        == world.admin_user.id
-    )
+    signed_in = world.service.authenticate("admin", world.admin_password, totp=fresh)
+    assert signed_in.id == world.admin_user.id
+    with pytest.raises(SignInFailed):  # nor can any code be used twice
+        world.service.authenticate("admin", world.admin_password, totp=fresh)
     reasons = [e["detail"].get("reason") for e in world.entries() if e["action"] == "session.login"]
-    assert reasons == ["second factor missing", "wrong second factor", None]
+    assert reasons == [
+        "second factor missing",
+        "wrong second factor",
+        "second factor used before",
+        None,
+        "second factor used before",
+    ]
