@@ -23,6 +23,7 @@ from pydantic_settings import (
 from audit import LedgerOptions
 
 DEFAULT_CONFIG_FILE = Path("sbx.toml")
+SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
 class LedgerSettings(BaseModel):
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("var"), description="where sbx keeps its state, keys and ledger")
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    policies_dir: Path = Field(
+        SHIPPED_POLICIES, description="folder of the access model, policy and duties files"
+    )
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL of the control plane's database, e.g. "

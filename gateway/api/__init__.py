@@ -1,0 +1,107 @@
+"""The gateway's HTTP API (``/api/v1``): a thin shell over the domain services.
+
+:func:`create_app` builds the application for one :class:`~gateway.settings.Settings`:
+on start-up it migrates the database, opens the ledger (one writer per process; its group
+commit serves every request handler) and loads the policy, recording the load.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from audit import Ledger, LedgerError
+from gateway.api import context
+from gateway.api.deps import Services
+from gateway.api.routes import health, me, organizations
+from gateway.authz import Authorizer, Denied
+from gateway.db import make_engine, migrate, session_factory
+from gateway.identity.service import Conflict, IdentityError, IdentityService, NotFound
+from gateway.settings import Settings
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger("sbx.gateway")
+
+
+def open_services(settings: Settings) -> Services:
+    settings.prepare_data_dir()
+    engine = make_engine(settings.database)
+    migrate(engine)
+    ledger = Ledger(settings.ledger_dir, settings.ledger.options())
+    record = context.recorder(ledger)
+    authorizer = Authorizer(settings.policies_dir, record)
+    sessions = session_factory(engine)
+    identity = IdentityService(sessions, authorizer, record)
+    return Services(sessions=sessions, ledger=ledger, authorizer=authorizer, identity=identity)
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opened = services or open_services(settings)
+        app.state.services = opened
+        try:
+            yield
+        finally:
+            if services is None:
+                opened.ledger.close()
+
+    app = FastAPI(
+        title="sbx gateway",
+        version="1",
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    for router in (health.router, me.router, organizations.router):
+        app.include_router(router, prefix=API_PREFIX)
+
+    @app.middleware("http")
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request_id = context.request_id_from(request.headers.get("x-request-id"))
+        client = request.client.host if request.client else ""
+        token = context.current.set(
+            context.RequestContext(request_id, client, request.method, request.url.path)
+        )
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        finally:
+            context.current.reset(token)
+        response.headers["X-Request-ID"] = request_id
+        log.info(
+            "%s %s %d %.1fms request=%s",
+            request.method,
+            request.url.path,
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+            request_id,
+        )
+        return response
+
+    def problem(code: int, reason: str) -> JSONResponse:
+        return JSONResponse({"detail": reason}, status_code=code)
+
+    @app.exception_handler(Denied)
+    async def denied(_: Request, exc: Denied) -> JSONResponse:
+        return problem(status.HTTP_403_FORBIDDEN, exc.reason)
+
+    @app.exception_handler(IdentityError)
+    async def refused(_: Request, exc: IdentityError) -> JSONResponse:
+        code = {NotFound: 404, Conflict: 409}.get(type(exc), 422)
+        return problem(code, str(exc))
+
+    @app.exception_handler(LedgerError)
+    async def unrecorded(_: Request, exc: LedgerError) -> JSONResponse:
+        log.error("the ledger refused a write: %s", exc)  # fail closed: nothing was done
+        return problem(status.HTTP_503_SERVICE_UNAVAILABLE, "the audit ledger is unavailable")
+
+    return app

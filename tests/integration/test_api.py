@@ -1,0 +1,205 @@
+"""The HTTP API: every route declares its permission, requests are recorded with their
+request id and client, refusals are 401/403 with a reason and recorded too."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from audit import Ledger
+from audit.entry import parse
+from gateway.api import context, create_app
+from gateway.api.deps import Public, Requires, Services
+from gateway.authz import Authorizer
+from gateway.db import make_engine, migrate, session_factory
+from gateway.identity.credit_code import check_character
+from gateway.identity.service import IdentityService
+from gateway.settings import load_settings
+
+
+def credit_code(serial: int) -> str:
+    head = f"91370200MA{serial:07d}"
+    return head + check_character(head)
+
+
+@pytest.fixture
+def api(database_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, Services, str]]:
+    settings = load_settings(data_dir=tmp_path / "var", database_url=database_url)
+    engine = make_engine(settings.database)
+    migrate(engine)
+    ledger = Ledger(settings.ledger_dir)
+    record = context.recorder(ledger)
+    authorizer = Authorizer(settings.policies_dir, record)
+    sessions = session_factory(engine)
+    identity = IdentityService(
+        sessions, authorizer, record, hasher=PasswordHasher(time_cost=1, memory_cost=8192)
+    )
+    found = Services(sessions=sessions, ledger=ledger, authorizer=authorizer, identity=identity)
+    made = identity.bootstrap_admin(operator_name="运营", credit_code=credit_code(1))
+    assert made is not None
+    _, token = identity.issue_token(made[0].actor(), name="tests")
+    with TestClient(create_app(settings, found)) as client:
+        yield client, found, token
+    ledger.close()
+    engine.dispose()
+
+
+def entries(found: Services) -> list[dict[str, Any]]:
+    return [parse(line) for _, line in found.ledger.entries(1)]
+
+
+def api_routes(routes: Any) -> Iterator[APIRoute]:
+    """Every path operation, including those of included routers."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "original_router"):  # an included router, resolved lazily
+            yield from api_routes(route.original_router.routes)
+
+
+def test_every_route_declares_who_may_call_it() -> None:
+    app = create_app(load_settings())
+    routes = list(api_routes(app.routes))
+    undeclared = []
+    for route in routes:
+        calls = [dependency.call for dependency in route.dependant.dependencies]
+        calls += [d.call for sub in route.dependant.dependencies for d in sub.dependencies]
+        if not any(isinstance(call, Requires | Public) for call in calls):
+            undeclared.append(f"{sorted(route.methods)} {route.path}")
+    assert undeclared == []
+    operations = sum(len(item) for item in app.openapi()["paths"].values())
+    assert len(routes) == operations >= 5  # the walk saw every operation the API has
+
+
+def test_the_declaration_check_finds_an_undeclared_route() -> None:
+    from fastapi import APIRouter, FastAPI
+
+    router = APIRouter()
+
+    @router.get("/open")
+    def open_route() -> None:
+        return None
+
+    app = FastAPI()
+    app.include_router(router, prefix="/x")
+    routes = list(api_routes(app.routes))
+    assert [route.path for route in routes] == ["/open"]
+    assert not any(isinstance(d.call, Requires | Public) for d in routes[0].dependant.dependencies)
+
+
+def test_health_and_readiness_need_no_sign_in(api: Any) -> None:
+    client, _, _ = api
+    assert client.get("/api/v1/health").json() == {"status": "ok"}
+    ready = client.get("/api/v1/ready")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "ledger": "ok"}
+
+
+def test_a_state_change_is_recorded_with_its_request_id_and_client(api: Any) -> None:
+    client, found, token = api
+    response = client.post(
+        "/api/v1/organizations",
+        json={"type": "provider", "name": "青岛水务", "credit_code": credit_code(2)},
+        headers={"Authorization": f"Bearer {token}", "X-Request-ID": "req-0000001"},
+    )
+    assert response.status_code == 201, response.text
+    assert response.headers["X-Request-ID"] == "req-0000001"
+    created = response.json()
+    assert created["name"] == "青岛水务"
+    entry = next(e for e in entries(found) if e["action"] == "organization.create")
+    assert entry["object"] == f"org:{created['id']}"
+    assert entry["detail"]["request"] == {
+        "client": "testclient",
+        "id": "req-0000001",
+        "method": "POST",
+        "path": "/api/v1/organizations",
+    }
+    read = client.get(
+        f"/api/v1/organizations/{created['id']}", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert read.json() == created
+
+
+def test_requests_without_a_valid_token_are_refused_and_recorded(api: Any) -> None:
+    client, found, token = api
+    for headers in ({}, {"Authorization": "Bearer sbx_not-a-token"}, {"Authorization": token}):
+        response = client.get("/api/v1/me", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert response.json()["detail"] in ("sign in first", "the token is not valid")
+    denied = [e for e in entries(found) if e["action"] == "request.denied"]
+    assert len(denied) == 3
+    assert {e["detail"]["status"] for e in denied} == {401}
+    assert all(e["detail"]["request"]["path"] == "/api/v1/me" for e in denied)
+
+
+def test_a_role_without_the_permission_gets_403_with_the_reason(api: Any) -> None:
+    client, found, token = api
+    admin = {"Authorization": f"Bearer {token}"}
+    acme = client.post(
+        "/api/v1/organizations",
+        json={"type": "application_unit", "name": "Acme", "credit_code": credit_code(3)},
+        headers=admin,
+    ).json()
+    ann, _ = found.identity.create_user(
+        found.identity_admin if False else _admin(found),
+        organization_id=acme["id"],
+        username="ann",
+        display_name="Ann",
+        roles=("applicant",),
+    )
+    _, ann_token = found.identity.issue_token(ann.actor(), name="laptop")
+    response = client.post(
+        "/api/v1/organizations",
+        json={"type": "provider", "name": "x", "credit_code": credit_code(4)},
+        headers={"Authorization": f"Bearer {ann_token}"},
+    )
+    assert response.status_code == 403
+    assert response.json() == {"detail": "your roles do not allow create on organization"}
+    denied = [e for e in entries(found) if e["action"] == "request.denied"][-1]
+    assert denied["actor"] == f"user:{ann.id}"
+    assert denied["detail"]["roles"] == ["applicant"]
+    assert denied["detail"]["action"] == "organization:create"
+    me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {ann_token}"}).json()
+    assert (me["username"], me["roles"]) == ("ann", ["applicant"])
+
+
+def _admin(found: Services) -> Any:
+
+    from gateway.db.models import User
+    from gateway.identity.service import Account
+
+    with found.sessions() as session:
+        return Account.of(
+            session.scalars(select(User).where(User.username == "admin")).one()
+        ).actor()
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"type": "provider", "name": "x", "credit_code": "91370200MA00000020"}, 422),
+        ({"type": "bank", "name": "x", "credit_code": "x" * 18}, 422),
+        ({"type": "provider", "name": "", "credit_code": "x" * 18}, 422),
+        ({"type": "provider", "name": "x", "credit_code": "x" * 18, "extra": 1}, 422),
+        ({}, 422),
+    ],
+)
+def test_bad_bodies_get_a_4xx_with_a_reason_and_change_nothing(
+    api: Any, body: Any, status: int
+) -> None:
+    client, found, token = api
+    before = found.ledger.size
+    response = client.post(
+        "/api/v1/organizations", json=body, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == status
+    assert response.json()["detail"]
+    assert found.ledger.size == before
