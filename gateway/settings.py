@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -63,11 +63,22 @@ class Settings(BaseSettings):
     policies_dir: Path = Field(
         SHIPPED_POLICIES, description="folder of the access model, policy and duties files"
     )
+    operator_credit_code: str = Field(
+        "91370200MA3C0Q0X12",
+        description="unified social credit code of the operator organization made on first run",
+    )
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL of the control plane's database, e.g. "
         "postgresql+psycopg://sbx@db/sbx (default: SQLite in the data directory)",
     )
+
+    @field_validator("operator_credit_code")
+    @classmethod
+    def _credit_code(cls, value: str) -> str:
+        from gateway.identity.credit_code import normalize_credit_code
+
+        return normalize_credit_code(value)
 
     @classmethod
     def settings_customise_sources(

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from gateway.cli import audit as audit_commands
 from gateway.cli import demo as demo_command
+from gateway.cli import serve as serve_command
 from gateway.cli.common import fail
 from gateway.settings import load_settings
 
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(audit_commands.app, name="audit")
 app.command("demo")(demo_command.demo)
+app.command("serve")(serve_command.serve)
 
 
 @app.callback()
