@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from audit import Ledger, LedgerError
 from gateway.api import context
 from gateway.api.deps import Services
-from gateway.api.routes import health, me, organizations
+from gateway.api.routes import health, me, organizations, users
 from gateway.authz import Authorizer, Denied
 from gateway.db import make_engine, migrate, session_factory
 from gateway.identity.service import Conflict, IdentityError, IdentityService, NotFound
@@ -59,7 +59,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
     )
-    for router in (health.router, me.router, organizations.router):
+    for router in (health.router, me.router, organizations.router, users.router):
         app.include_router(router, prefix=API_PREFIX)
 
     @app.middleware("http")

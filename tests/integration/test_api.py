@@ -17,10 +17,11 @@ from audit import Ledger
 from audit.entry import parse
 from gateway.api import context, create_app
 from gateway.api.deps import Public, Requires, Services
-from gateway.authz import Authorizer
+from gateway.authz import Actor, Authorizer
 from gateway.db import make_engine, migrate, session_factory
+from gateway.db.models import User
 from gateway.identity.credit_code import check_character
-from gateway.identity.service import IdentityService
+from gateway.identity.service import Account, IdentityService
 from gateway.settings import load_settings
 
 
@@ -49,6 +50,10 @@ def api(database_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, Service
         yield client, found, token
     ledger.close()
     engine.dispose()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def entries(found: Services) -> list[dict[str, Any]]:
@@ -121,9 +126,7 @@ def test_a_state_change_is_recorded_with_its_request_id_and_client(api: Any) -> 
         "method": "POST",
         "path": "/api/v1/organizations",
     }
-    read = client.get(
-        f"/api/v1/organizations/{created['id']}", headers={"Authorization": f"Bearer {token}"}
-    )
+    read = client.get(f"/api/v1/organizations/{created['id']}", headers=bearer(token))
     assert read.json() == created
 
 
@@ -142,14 +145,14 @@ def test_requests_without_a_valid_token_are_refused_and_recorded(api: Any) -> No
 
 def test_a_role_without_the_permission_gets_403_with_the_reason(api: Any) -> None:
     client, found, token = api
-    admin = {"Authorization": f"Bearer {token}"}
+    admin = bearer(token)
     acme = client.post(
         "/api/v1/organizations",
         json={"type": "application_unit", "name": "Acme", "credit_code": credit_code(3)},
         headers=admin,
     ).json()
     ann, _ = found.identity.create_user(
-        found.identity_admin if False else _admin(found),
+        admin_actor(found),
         organization_id=acme["id"],
         username="ann",
         display_name="Ann",
@@ -159,7 +162,7 @@ def test_a_role_without_the_permission_gets_403_with_the_reason(api: Any) -> Non
     response = client.post(
         "/api/v1/organizations",
         json={"type": "provider", "name": "x", "credit_code": credit_code(4)},
-        headers={"Authorization": f"Bearer {ann_token}"},
+        headers=bearer(ann_token),
     )
     assert response.status_code == 403
     assert response.json() == {"detail": "your roles do not allow create on organization"}
@@ -167,19 +170,14 @@ def test_a_role_without_the_permission_gets_403_with_the_reason(api: Any) -> Non
     assert denied["actor"] == f"user:{ann.id}"
     assert denied["detail"]["roles"] == ["applicant"]
     assert denied["detail"]["action"] == "organization:create"
-    me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {ann_token}"}).json()
+    me = client.get("/api/v1/me", headers=bearer(ann_token)).json()
     assert (me["username"], me["roles"]) == ("ann", ["applicant"])
 
 
-def _admin(found: Services) -> Any:
-
-    from gateway.db.models import User
-    from gateway.identity.service import Account
-
+def admin_actor(found: Services) -> Actor:
     with found.sessions() as session:
-        return Account.of(
-            session.scalars(select(User).where(User.username == "admin")).one()
-        ).actor()
+        admin = session.scalars(select(User).where(User.username == "admin")).one()
+        return Account.of(admin).actor()
 
 
 @pytest.mark.parametrize(
@@ -197,9 +195,69 @@ def test_bad_bodies_get_a_4xx_with_a_reason_and_change_nothing(
 ) -> None:
     client, found, token = api
     before = found.ledger.size
-    response = client.post(
-        "/api/v1/organizations", json=body, headers={"Authorization": f"Bearer {token}"}
-    )
+    response = client.post("/api/v1/organizations", json=body, headers=bearer(token))
     assert response.status_code == status
     assert response.json()["detail"]
     assert found.ledger.size == before
+
+
+def test_admin_manages_users_and_roles_and_nobody_escalates(api: Any) -> None:
+    client, found, token = api
+    admin = bearer(token)
+    acme = client.post(
+        "/api/v1/organizations",
+        json={"type": "application_unit", "name": "Acme", "credit_code": credit_code(5)},
+        headers=admin,
+    ).json()
+    made = client.post(
+        f"/api/v1/organizations/{acme['id']}/users",
+        json={"username": "Ann", "display_name": "李安", "roles": ["applicant"]},
+        headers=admin,
+    )
+    assert made.status_code == 201, made.text
+    ann = made.json()["user"]
+    assert (ann["username"], ann["roles"]) == ("ann", ["applicant"])
+    password = made.json()["one_time_password"]
+    assert password not in (found.ledger.path / "segments" / f"{0:020d}.log").read_text()
+    wrong_role = client.post(
+        f"/api/v1/users/{ann['id']}/roles", json={"role": "approver"}, headers=admin
+    )
+    assert wrong_role.status_code == 422
+    assert "cannot hold the role approver" in wrong_role.json()["detail"]
+    assert (
+        client.post(
+            f"/api/v1/organizations/{acme['id']}/users", json={"username": "ann"}, headers=admin
+        ).status_code
+        == 409
+    )
+    # Ann gets a token for her scripts; she cannot grant herself anything with it.
+    ann_account = found.identity.authenticate("ann", password)
+    _, ann_token = found.identity.issue_token(ann_account.actor(), name="laptop")
+    escalate = client.post(
+        f"/api/v1/users/{ann['id']}/roles", json={"role": "applicant"}, headers=bearer(ann_token)
+    )
+    assert escalate.status_code == 403
+    revoked = client.delete(f"/api/v1/users/{ann['id']}/roles/applicant", headers=admin)
+    assert revoked.status_code == 204
+    # With no role left she may do nothing at all, at once.
+    assert client.get("/api/v1/me", headers=bearer(ann_token)).status_code == 403
+
+
+def test_tokens_are_issued_once_and_revoked_for_good(api: Any) -> None:
+    client, found, token = api
+    made = client.post("/api/v1/me/tokens", json={"name": "ci", "days": 7}, headers=bearer(token))
+    assert made.status_code == 201
+    second = made.json()["token"]
+    assert client.get("/api/v1/me", headers=bearer(second)).status_code == 200
+    assert (
+        client.post(
+            "/api/v1/me/tokens", json={"name": "x", "days": 400}, headers=bearer(token)
+        ).status_code
+        == 422
+    )
+    assert (
+        client.delete(f"/api/v1/tokens/{made.json()['id']}", headers=bearer(second)).status_code
+        == 204
+    )
+    assert client.get("/api/v1/me", headers=bearer(second)).status_code == 401
+    assert client.delete("/api/v1/tokens/no-such-token", headers=bearer(token)).status_code == 404
