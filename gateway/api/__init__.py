@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from audit import Ledger, LedgerError
 from gateway.api import context
 from gateway.api.deps import Services
+from gateway.api.limits import BodyLimit
 from gateway.api.routes import health, me, organizations, users
 from gateway.authz import Authorizer, Denied
 from gateway.db import make_engine, migrate, session_factory
@@ -61,6 +62,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     for router in (health.router, me.router, organizations.router, users.router):
         app.include_router(router, prefix=API_PREFIX)
+    app.add_middleware(BodyLimit)
 
     @app.middleware("http")
     async def request_context(

@@ -261,3 +261,34 @@ def test_tokens_are_issued_once_and_revoked_for_good(api: Any) -> None:
     )
     assert client.get("/api/v1/me", headers=bearer(second)).status_code == 401
     assert client.delete("/api/v1/tokens/no-such-token", headers=bearer(token)).status_code == 404
+
+
+def test_oversized_bodies_are_refused_before_any_handler_runs(api: Any) -> None:
+    client, found, token = api
+    before = found.ledger.size
+    huge = b'{"type": "provider", "name": "' + b"x" * (2 << 20) + b'", "credit_code": "x"}'
+    declared = client.post(
+        "/api/v1/organizations",
+        content=huge,
+        headers={**bearer(token), "Content-Type": "application/json"},
+    )
+    assert declared.status_code == 413
+    assert "larger than 1,048,576 bytes" in declared.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for start in range(0, len(huge), 65536):
+            yield huge[start : start + 65536]
+
+    streamed = client.post(
+        "/api/v1/organizations",
+        content=chunks(),
+        headers={**bearer(token), "Content-Type": "application/json"},
+    )
+    assert streamed.status_code == 413
+    assert found.ledger.size == before  # nothing was done, so nothing was recorded
+    small = client.post(
+        "/api/v1/organizations",
+        json={"type": "provider", "name": "ok", "credit_code": credit_code(9)},
+        headers=bearer(token),
+    )
+    assert small.status_code == 201
