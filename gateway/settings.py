@@ -9,6 +9,7 @@ Nothing is read at import time: callers load settings and pass them on.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,32 @@ class LedgerSettings(BaseModel):
         )
 
 
+class WebSettings(BaseModel):
+    """The browser console: sessions and their cookies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    secure_cookies: bool = Field(
+        True,
+        description="send cookies only over HTTPS (browsers treat http://localhost as secure); "
+        "turn off only for a plain-HTTP test deployment reached by another host name",
+    )
+    session_idle_minutes: int = Field(
+        30, ge=1, le=24 * 60, description="a browser session ends after this long unused"
+    )
+    session_hours: int = Field(
+        12, ge=1, le=7 * 24, description="…and at the latest this long after sign-in"
+    )
+
+    @property
+    def idle(self) -> timedelta:
+        return timedelta(minutes=self.session_idle_minutes)
+
+    @property
+    def lifetime(self) -> timedelta:
+        return timedelta(hours=self.session_hours)
+
+
 class Settings(BaseSettings):
     """Everything an sbx deployment can configure."""
 
@@ -60,6 +87,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("var"), description="where sbx keeps its state, keys and ledger")
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     policies_dir: Path = Field(
         SHIPPED_POLICIES, description="folder of the access model, policy and duties files"
     )

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from audit import Ledger, LedgerError
+from gateway import web
 from gateway.api import context
 from gateway.api.deps import Services
 from gateway.api.limits import BodyLimit
@@ -26,6 +27,21 @@ from gateway.identity.service import Conflict, IdentityError, IdentityService, N
 from gateway.settings import Settings
 
 API_PREFIX = "/api/v1"
+# Sent with every response: no framing, no sniffing, no third-party anything.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+# The interactive API page loads Swagger UI from its CDN (where the network allows).
+DOCS_HEADERS = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: https:; "
+    "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; frame-ancestors 'none'",
+}
 log = logging.getLogger("sbx.gateway")
 
 
@@ -38,7 +54,13 @@ def open_services(settings: Settings) -> Services:
     authorizer = Authorizer(settings.policies_dir, record)
     sessions = session_factory(engine)
     identity = IdentityService(sessions, authorizer, record)
-    return Services(sessions=sessions, ledger=ledger, authorizer=authorizer, identity=identity)
+    return Services(
+        sessions=sessions,
+        ledger=ledger,
+        authorizer=authorizer,
+        identity=identity,
+        web=settings.web,
+    )
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
@@ -50,7 +72,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             yield
         finally:
             if services is None:
-                opened.ledger.close()
+                opened.close()
 
     app = FastAPI(
         title="sbx gateway",
@@ -62,6 +84,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     for router in (health.router, me.router, organizations.router, users.router):
         app.include_router(router, prefix=API_PREFIX)
+    web.mount(app)
     app.add_middleware(BodyLimit)
 
     @app.middleware("http")
@@ -79,6 +102,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         finally:
             context.current.reset(token)
         response.headers["X-Request-ID"] = request_id
+        response.headers.update(
+            SECURITY_HEADERS if request.url.path != f"{API_PREFIX}/docs" else DOCS_HEADERS
+        )
         log.info(
             "%s %s %d %.1fms request=%s",
             request.method,

@@ -1,9 +1,15 @@
 """Dependencies of the routes: the services, the signed-in account, and the permission
-every route declares (a test fails for any route without a declaration)."""
+every route declares (a test fails for any route without a declaration).
+
+A caller is signed in by a personal API token (``Authorization: Bearer sbx_…``) or by a
+browser session cookie. A browser's state-changing request must also carry the session's
+CSRF token (``X-CSRF-Token`` header, or the ``csrf_token`` form field on console pages):
+cookies are sent by browsers on their own, tokens are not.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, HTTPException, Request, status
@@ -13,6 +19,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from audit import Ledger
 from gateway.authz import Authorizer
 from gateway.identity.service import Account, IdentityService, SignInFailed
+from gateway.identity.sessions import ActiveSession, SessionService
+from gateway.settings import WebSettings
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "x-csrf-token"
+_UNSET = object()
 
 
 @dataclass
@@ -21,9 +33,33 @@ class Services:
     ledger: Ledger
     authorizer: Authorizer
     identity: IdentityService
+    web: WebSettings = field(default_factory=WebSettings)
+    browser_sessions: SessionService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.browser_sessions = SessionService(
+            self.sessions,
+            self.identity,
+            self.identity.record,
+            idle=self.web.idle,
+            lifetime=self.web.lifetime,
+            clock=self.identity.clock,
+        )
+
+    @property
+    def session_cookie(self) -> str:
+        """``__Host-`` binds the cookie to this exact origin, path / and HTTPS."""
+        return "__Host-sbx_session" if self.web.secure_cookies else "sbx_session"
 
     def record(self, fields: dict[str, Any]) -> None:
         self.identity.record(fields)
+
+    def close(self) -> None:
+        """Close the ledger (its last checkpoint is signed) and the database connections."""
+        self.ledger.close()
+        engine = self.sessions.kw.get("bind")
+        if engine is not None:
+            engine.dispose()
 
 
 def services(request: Request) -> Services:
@@ -35,19 +71,47 @@ ServicesDep = Annotated[Services, Depends(services)]
 _bearer = HTTPBearer(auto_error=False)
 
 
+class Refused(HTTPException):
+    """A request refused before its handler ran: 401 (not signed in) or 403."""
+
+
+def browser_session(found: Services, request: Request) -> ActiveSession | None:
+    """The live browser session of this request's cookie (resolved once per request)."""
+    cached = getattr(request.state, "browser_session", _UNSET)
+    if cached is None or isinstance(cached, ActiveSession):
+        return cached
+    secret = request.cookies.get(found.session_cookie)
+    resolved = found.browser_sessions.resolve(secret) if secret else None
+    request.state.browser_session = resolved
+    return resolved
+
+
 def current_account(
     found: ServicesDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Account:
-    if credentials is None:
-        _refuse(found, "anonymous", status.HTTP_401_UNAUTHORIZED, "sign in first")
-    try:
-        return found.identity.authenticate_token(credentials.credentials)
-    except SignInFailed:
-        _refuse(found, "anonymous", status.HTTP_401_UNAUTHORIZED, "the token is not valid")
+    if credentials is not None:
+        try:
+            return found.identity.authenticate_token(credentials.credentials)
+        except SignInFailed:
+            refuse(found, "anonymous", status.HTTP_401_UNAUTHORIZED, "the token is not valid")
+    active = browser_session(found, request)
+    if active is None:
+        refuse(found, "anonymous", status.HTTP_401_UNAUTHORIZED, "sign in first")
+    if request.method not in SAFE_METHODS and not active.csrf_matches(
+        request.headers.get(CSRF_HEADER)
+    ):
+        refuse(
+            found,
+            f"user:{active.account.id}",
+            status.HTTP_403_FORBIDDEN,
+            "the CSRF token is missing or wrong",
+        )
+    return active.account
 
 
-def _refuse(found: Services, actor: str, code: int, reason: str, **detail: Any) -> NoReturn:
+def record_refusal(found: Services, actor: str, code: int, reason: str, **detail: Any) -> None:
     found.record(
         {
             "action": "request.denied",
@@ -57,14 +121,38 @@ def _refuse(found: Services, actor: str, code: int, reason: str, **detail: Any) 
             "detail": {"reason": reason, "status": code, **detail},
         }
     )
+
+
+def record_forbidden(found: Services, account: Account, action: str, reason: str) -> None:
+    """Record a 403: who, in which organization, with which roles, wanted what, and why not."""
+    actor = account.actor()
+    record_refusal(
+        found,
+        actor.user,
+        status.HTTP_403_FORBIDDEN,
+        reason,
+        action=action,
+        organization=actor.organization,
+        roles=sorted(actor.roles),
+    )
+
+
+def refuse(found: Services, actor: str, code: int, reason: str, **detail: Any) -> NoReturn:
+    """Record the refusal, then answer it (401 asks for a token)."""
+    record_refusal(found, actor, code, reason, **detail)
     headers = {"WWW-Authenticate": "Bearer"} if code == status.HTTP_401_UNAUTHORIZED else None
-    raise HTTPException(code, reason, headers=headers)
+    raise Refused(code, reason, headers=headers)
 
 
 CurrentAccount = Annotated[Account, Depends(current_account)]
 
 
-class Requires:
+class Declaration:
+    """What a route declares about who may call it; every route has one (the test
+    ``test_every_route_declares_who_may_call_it`` walks the application)."""
+
+
+class Requires(Declaration):
     """``Depends(Requires("organization", "create"))``: the permission a route needs.
     Refusals are recorded and answered with 403 and the reason."""
 
@@ -72,22 +160,14 @@ class Requires:
         self.obj, self.act = obj, act
 
     def __call__(self, found: ServicesDep, account: CurrentAccount) -> Account:
-        actor = account.actor()
-        reason = found.authorizer.refusal(actor, self.obj, self.act)
+        reason = found.authorizer.refusal(account.actor(), self.obj, self.act)
         if reason is not None:
-            _refuse(
-                found,
-                actor.user,
-                status.HTTP_403_FORBIDDEN,
-                reason,
-                action=f"{self.obj}:{self.act}",
-                organization=actor.organization,
-                roles=sorted(actor.roles),
-            )
+            record_forbidden(found, account, f"{self.obj}:{self.act}", reason)
+            raise Refused(status.HTTP_403_FORBIDDEN, reason)
         return account
 
 
-class Public:
+class Public(Declaration):
     """``Depends(Public())``: a route anyone may call (health, readiness, sign-in)."""
 
     def __call__(self) -> None:

@@ -35,4 +35,4 @@ def serve(
     try:
         uvicorn.run(create_app(settings, services), host=host, port=port, log_level="info")
     finally:
-        services.ledger.close()
+        services.close()

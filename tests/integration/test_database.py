@@ -21,7 +21,14 @@ from gateway.db.models import (
 )
 
 CODE = "91370200MA3C0Q0X12"  # a well-formed unified social credit code
-TABLES = {"organizations", "users", "role_grants", "api_tokens", "alembic_version"}
+TABLES = {
+    "organizations",
+    "users",
+    "role_grants",
+    "api_tokens",
+    "browser_sessions",
+    "alembic_version",
+}
 
 
 def test_migrations_build_exactly_the_models_and_undo_cleanly(database_url: str) -> None:

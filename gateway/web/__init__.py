@@ -1,0 +1,34 @@
+"""The web console: server-rendered pages (Jinja2) in zh-CN (the default) and en.
+
+Pages are thin shells over the same domain services as the API, and declare the
+permission they need the same way (:class:`~gateway.web.deps.Page`). No JavaScript is
+needed: forms post, the server redirects. Every form that changes state carries the
+session's CSRF token.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from gateway.web.deps import PageRefused
+from gateway.web.pages import ROUTERS
+from gateway.web.render import render
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def mount(app: FastAPI) -> None:
+    """Add the console's pages, its stylesheet and its refusal pages to ``app``."""
+    for router in ROUTERS:
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(PageRefused)
+    async def refused(request: Request, exc: PageRefused) -> Response:
+        if exc.location is not None:
+            return RedirectResponse(exc.location, status_code=status.HTTP_303_SEE_OTHER)
+        return render(request, "refused.html", reason=exc.reason, status_code=exc.code)

@@ -1,0 +1,7 @@
+"""The console's pages, one router per area."""
+
+from __future__ import annotations
+
+from gateway.web.pages import auth, home
+
+ROUTERS = (auth.router, home.router)
