@@ -105,13 +105,21 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         response.headers.update(
             SECURITY_HEADERS if request.url.path != f"{API_PREFIX}/docs" else DOCS_HEADERS
         )
+        elapsed = round((time.perf_counter() - started) * 1000, 2)
         log.info(
-            "%s %s %d %.1fms request=%s",
+            "%s %s %d",
             request.method,
             request.url.path,
             response.status_code,
-            (time.perf_counter() - started) * 1000,
-            request_id,
+            extra={
+                "request_id": request_id,
+                "method": request.method,
+                "path": request.url.path,
+                "status": response.status_code,
+                "ms": elapsed,
+                "user": getattr(request.state, "user", None),
+                "client": client,
+            },
         )
         return response
 

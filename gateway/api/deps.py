@@ -83,6 +83,8 @@ def browser_session(found: Services, request: Request) -> ActiveSession | None:
     secret = request.cookies.get(found.session_cookie)
     resolved = found.browser_sessions.resolve(secret) if secret else None
     request.state.browser_session = resolved
+    if resolved is not None:
+        request.state.user = resolved.account.id  # for the request's log line
     return resolved
 
 
@@ -93,9 +95,11 @@ def current_account(
 ) -> Account:
     if credentials is not None:
         try:
-            return found.identity.authenticate_token(credentials.credentials)
+            account = found.identity.authenticate_token(credentials.credentials)
         except SignInFailed:
             refuse(found, "anonymous", status.HTTP_401_UNAUTHORIZED, "the token is not valid")
+        request.state.user = account.id
+        return account
     active = browser_session(found, request)
     if active is None:
         refuse(found, "anonymous", status.HTTP_401_UNAUTHORIZED, "sign in first")

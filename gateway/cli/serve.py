@@ -19,6 +19,7 @@ def serve(
     import uvicorn
 
     from gateway.api import create_app, open_services
+    from gateway.logs import log_config
 
     settings = settings_of(ctx)
     services = open_services(settings)
@@ -33,6 +34,12 @@ def serve(
         )
     console.print(f"sbx gateway on http://{host}:{port}/api/v1/docs")
     try:
-        uvicorn.run(create_app(settings, services), host=host, port=port, log_level="info")
+        uvicorn.run(
+            create_app(settings, services),
+            host=host,
+            port=port,
+            log_config=log_config(),
+            access_log=False,
+        )
     finally:
         services.close()
