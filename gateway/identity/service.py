@@ -6,24 +6,37 @@ change in a database transaction, and appends the audit entry *before* that tran
 commits. If the ledger cannot be written, the change is rolled back: nothing happens
 that the ledger does not record. Refusals are recorded too.
 
-The web routes and the ``sbx user`` / ``sbx org`` commands are thin shells over this.
+Reading follows the organization as the unit of trust: whoever may ``read_any`` (in the
+shipped policy administrators and regulators) sees every organization and user; everyone
+else sees their own organization and its members only. Another organization's object
+asked for by id is answered exactly as an absent one (:class:`NotFound`, the same words),
+so ids cannot be probed, and the attempt is recorded.
+
+Nobody changes the standing of their own organization or the state of their own account
+(:func:`self_administration_refusal`), and the platform always keeps one active
+administrator. Methods return immutable snapshots (:class:`Account`,
+:class:`OrganizationSnapshot`, :class:`UserSnapshot`, :class:`Page`), never table rows.
+
+The web routes, the console and the ``sbx user`` / ``sbx org`` commands are thin shells
+over this.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from gateway.authz import Actor, Authorizer, Denied, Grant
 from gateway.db.models import (
@@ -34,14 +47,27 @@ from gateway.db.models import (
     RoleGrant,
     User,
     UserStatus,
+    VerificationStatus,
 )
 from gateway.identity.credit_code import InvalidCreditCode, normalize_credit_code
 
 Record = Callable[[dict[str, Any]], None]
 SYSTEM = "system:gateway"
+SHELL = "system:cli"  # the platform operator at the shell (`sbx org`, `sbx user`)
+PLATFORM = "org:platform"  # the domain the system actors act in
 MIN_PASSWORD_LENGTH = 12
 TOKEN_PREFIX = "sbx_"  # noqa: S105 - not a secret: lets scanners recognise a leaked token
 MAX_TOKEN_DAYS = 365
+MAX_PAGE = 100
+MAX_OFFSET = 1_000_000
+MAX_REASON = 500
+MAX_NAME = 200
+MAX_SEARCH = 100
+ADMIN = "admin"
+
+T = TypeVar("T")
+S = TypeVar("S")
+R = TypeVar("R", Organization, User)
 
 
 class IdentityError(Exception):
@@ -84,18 +110,115 @@ class Account:
 
     @classmethod
     def of(cls, user: User) -> Account:
-        return cls(
-            id=user.id,
-            username=user.username,
-            display_name=user.display_name,
-            organization_id=user.organization_id,
-            roles=frozenset(grant.role for grant in user.roles),
-            must_change_password=user.must_change_password,
-            failed_logins=user.failed_logins,
-        )
+        return cls(**_account_fields(user))
 
     def actor(self) -> Actor:
         return Actor(f"user:{self.id}", f"org:{self.organization_id}", self.roles)
+
+
+@dataclass(frozen=True)
+class OrganizationSnapshot:
+    """An organization as it was when read."""
+
+    id: str
+    type: OrganizationType
+    name: str
+    credit_code: str
+    verification: VerificationStatus
+    flagged: bool  # on a dishonesty / serious-violation list
+    status: OrganizationStatus
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Organization) -> OrganizationSnapshot:
+        return cls(
+            id=row.id,
+            type=row.type,
+            name=row.name,
+            credit_code=row.credit_code,
+            verification=row.verification,
+            flagged=row.flagged,
+            status=row.status,
+            created_at=row.created_at,
+        )
+
+
+@dataclass(frozen=True)
+class UserSnapshot(Account):
+    """A user as administrators and colleagues see them: the account and its state, no
+    credentials."""
+
+    status: UserStatus
+    second_factor: bool
+    locked_until: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, user: User) -> UserSnapshot:
+        return cls(
+            **_account_fields(user),
+            status=user.status,
+            second_factor=user.totp_secret is not None,
+            locked_until=user.locked_until,
+            created_at=user.created_at,
+        )
+
+    def locked(self, now: datetime) -> bool:
+        return self.locked_until is not None and self.locked_until > now
+
+
+def _account_fields(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "organization_id": user.organization_id,
+        "roles": frozenset(grant.role for grant in user.roles),
+        "must_change_password": user.must_change_password,
+        "failed_logins": user.failed_logins,
+    }
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing: ``items`` from ``offset`` on, of ``total`` matching."""
+
+    items: tuple[T, ...]
+    total: int
+    offset: int
+    limit: int
+
+
+# Real-name verification (R10): decided once, revisable either way, never undone.
+VERIFICATION_TRANSITIONS: dict[VerificationStatus, frozenset[VerificationStatus]] = {
+    VerificationStatus.UNVERIFIED: frozenset(
+        {VerificationStatus.VERIFIED, VerificationStatus.REJECTED}
+    ),
+    VerificationStatus.VERIFIED: frozenset({VerificationStatus.REJECTED}),
+    VerificationStatus.REJECTED: frozenset({VerificationStatus.VERIFIED}),
+}
+
+
+def self_administration_refusal(
+    actor: Actor, *, organization_id: str | None = None, user_id: str | None = None
+) -> str | None:
+    """Why ``actor`` may not change this organization's standing or this account's state,
+    or ``None``. Verifying or un-flagging one's own organization would be an escalation;
+    suspending it, or disabling, re-enabling, unlocking or resetting one's own account, a
+    lock-out trap or a way around the lockout and the current-password check."""
+    if organization_id is not None and actor.organization == f"org:{organization_id}":
+        return "nobody changes the standing of their own organization"
+    if user_id is not None and actor.user == f"user:{user_id}":
+        return "nobody changes the state of their own account"
+    return None
+
+
+def can_administer(
+    actor: Actor, *, organization_id: str | None = None, user_id: str | None = None
+) -> bool:
+    """Whether the self-administration rule lets ``actor`` act here (the policy aside)."""
+    refusal = self_administration_refusal(actor, organization_id=organization_id, user_id=user_id)
+    return refusal is None
 
 
 def actor_of(account: Account) -> Actor:
@@ -125,32 +248,64 @@ class IdentityService:
         self.hasher = hasher or PasswordHasher()
         self.lockout = lockout or LockoutPolicy()
         self.clock = clock
+        self._standing: tuple[Grant, ...] = ()  # grants of system actors, not in the database
         with sessions() as session:
-            authorizer.set_grants(grants_of(session))
+            self._refresh_grants(session)
 
     # ------------------------------------------------------------------ plumbing
     def _authorize(self, actor: Actor, obj: str, act: str, what: str) -> None:
         reason = self.authorizer.refusal(actor, obj, act)
         if reason is not None:
-            self.record(_entry(actor.user, f"{obj}.{act}", what, "denied", {"reason": reason}))
-            raise Denied(reason)
+            self._deny(actor, f"{obj}.{act}", what, reason)
+
+    def _deny(self, actor: Actor, action: str, what: str, reason: str, **detail: Any) -> None:
+        self.record(_entry(actor.user, action, what, "denied", {"reason": reason, **detail}))
+        raise Denied(reason)
+
+    def _check_self(
+        self,
+        actor: Actor,
+        action: str,
+        what: str,
+        *,
+        organization_id: str | None = None,
+        user_id: str | None = None,
+    ) -> None:
+        reason = self_administration_refusal(
+            actor, organization_id=organization_id, user_id=user_id
+        )
+        if reason is not None:
+            self._deny(actor, action, what, reason)
 
     def _refresh_grants(self, session: Session) -> None:
         session.flush()
-        self.authorizer.set_grants(grants_of(session))
+        self.authorizer.set_grants([*grants_of(session), *self._standing])
+
+    def _sync_grants(self, session: Session, account: Account) -> None:
+        """Reload the grants if ``account``'s roles in the database differ from those the
+        authorizer holds: another process (``sbx user grant``) changed them."""
+        held = self.authorizer.roles_of(f"user:{account.id}", f"org:{account.organization_id}")
+        if held != account.roles:
+            self._refresh_grants(session)
+
+    def _reads_any(self, actor: Actor, obj: str) -> bool:
+        return self.authorizer.allows(actor, obj, "read_any")
+
+    def _hidden(self, actor: Actor, action: str, what: str, reason: str) -> None:
+        """Record a read outside the actor's organization, which the caller then answers
+        exactly as it answers an absent object."""
+        self.record(_entry(actor.user, action, what, "denied", {"reason": reason}))
 
     # ------------------------------------------------------------------ organizations
     def create_organization(
         self, actor: Actor, *, kind: OrganizationType, name: str, credit_code: str
-    ) -> Organization:
+    ) -> OrganizationSnapshot:
         self._authorize(actor, "organization", "create", "organization:new")
         try:
             code = normalize_credit_code(credit_code)
         except InvalidCreditCode as exc:
             raise IdentityError(f"credit code: {exc}") from None
-        name = name.strip()
-        if not name:
-            raise IdentityError("an organization needs a name")
+        name = clean_text(name, "an organization's name", MAX_NAME)
         try:
             with self.sessions.begin() as session:
                 organization = Organization(type=kind, name=name, credit_code=code)
@@ -165,26 +320,191 @@ class IdentityService:
                         {"credit_code": code, "name": name, "type": kind.value},
                     )
                 )
+                created = OrganizationSnapshot.of(organization)
         except IntegrityError:
             raise Conflict(f"an organization with credit code {code} exists already") from None
-        return organization
+        return created
+
+    def list_organizations(
+        self,
+        actor: Actor,
+        *,
+        kind: OrganizationType | None = None,
+        status: OrganizationStatus | None = None,
+        text: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> Page[OrganizationSnapshot]:
+        """Organizations by type, status and text in the name or credit code, oldest first.
+        Without ``organization:read_any`` the actor sees their own organization only."""
+        self._authorize(actor, "organization", "read", "organization:list")
+        _check_page(offset, limit)
+        where: list[ColumnElement[bool]] = []
+        if not self._reads_any(actor, "organization"):
+            where.append(Organization.id == _own_organization(actor))
+        if kind is not None:
+            where.append(Organization.type == kind)
+        if status is not None:
+            where.append(Organization.status == status)
+        if text:
+            needle = clean_text(text, "a search", MAX_SEARCH)
+            where.append(
+                or_(
+                    func.lower(Organization.name).contains(needle.lower(), autoescape=True),
+                    Organization.credit_code.contains(needle.upper(), autoescape=True),
+                )
+            )
+        query = select(Organization).where(*where)
+        order = (Organization.created_at, Organization.id)
+        with self.sessions() as session:
+            total, rows = _paged(session, query, order, offset, limit)
+            return Page(tuple(map(OrganizationSnapshot.of, rows)), total, offset, limit)
+
+    def get_organization(self, actor: Actor, organization_id: str) -> OrganizationSnapshot:
+        """One organization; another one than the actor's own reads as absent unless the
+        actor may ``read_any`` (the attempt is recorded)."""
+        return self._read_visible(
+            actor,
+            "organization",
+            select(Organization).where(Organization.id == organization_id),
+            key=organization_id,
+            what=f"org:{_shown(organization_id)}",
+            missing=f"no organization {_shown(organization_id)}",
+            snapshot=OrganizationSnapshot.of,
+        )
+
+    def find_organization(self, actor: Actor, credit_code: str) -> OrganizationSnapshot:
+        """The organization with this credit code, under the rules of
+        :meth:`get_organization`."""
+        try:
+            code = normalize_credit_code(credit_code)
+        except InvalidCreditCode as exc:
+            raise IdentityError(f"credit code: {exc}") from None
+        return self._read_visible(
+            actor,
+            "organization",
+            select(Organization).where(Organization.credit_code == code),
+            key=code,
+            what=f"credit_code:{code}",
+            missing=f"no organization with credit code {code}",
+            snapshot=OrganizationSnapshot.of,
+        )
+
+    def _read_visible(
+        self,
+        actor: Actor,
+        obj: str,
+        query: Select[Any],
+        *,
+        key: str,
+        what: str,
+        missing: str,
+        snapshot: Callable[[Any], S],
+    ) -> S:
+        """The one row of ``query`` (an organization or a user) as a snapshot, if the actor
+        may see it. Without ``read_any``, a row outside the actor's organization and an
+        absent one are both recorded and both answered with ``NotFound(missing)``."""
+        self._authorize(actor, obj, "read", what)
+        with self.sessions() as session:
+            row = session.scalars(query).first() if _plausible(key) else None
+            if not self._reads_any(actor, obj) and (
+                row is None or _organization_of(row) != _own_organization(actor)
+            ):
+                reason = "absent" if row is None else "another organization"
+                self._hidden(actor, f"{obj}.read", what, reason)
+                raise NotFound(missing)
+            if row is None:
+                raise NotFound(missing)
+            return snapshot(row)
 
     def set_organization_status(
         self, actor: Actor, organization_id: str, status: OrganizationStatus, reason: str
-    ) -> None:
-        self._authorize(actor, "organization", "suspend", f"org:{organization_id}")
+    ) -> OrganizationSnapshot:
+        """Suspend or reactivate an organization: its members' tokens and sign-ins stop
+        working at once while it is suspended."""
+
+        def change(organization: Organization, session: Session) -> dict[str, Any]:
+            if status is OrganizationStatus.SUSPENDED:
+                self._keep_an_administrator(session, excluding_organization=organization.id)
+            previous, organization.status = organization.status, status
+            return {"previous": previous.value, "status": status.value}
+
+        snapshot: OrganizationSnapshot = self._administer(
+            actor, Organization, organization_id, "suspend", "organization.status", reason, change
+        )
+        return snapshot
+
+    def set_organization_verification(
+        self,
+        actor: Actor,
+        organization_id: str,
+        verification: VerificationStatus,
+        reason: str,
+    ) -> OrganizationSnapshot:
+        """Record the outcome of the real-name verification: verified or rejected
+        (:data:`VERIFICATION_TRANSITIONS`; setting the current value again is allowed)."""
+
+        def change(organization: Organization, session: Session) -> dict[str, Any]:
+            previous = organization.verification
+            allowed = VERIFICATION_TRANSITIONS.get(previous, frozenset()) | {previous}
+            if verification is VerificationStatus.UNVERIFIED or verification not in allowed:
+                raise Conflict(f"verification cannot go from {previous.value} to {verification}")
+            organization.verification = verification
+            return {"previous": previous.value, "status": verification.value}
+
+        snapshot: OrganizationSnapshot = self._administer(
+            actor,
+            Organization,
+            organization_id,
+            "update",
+            "organization.verification",
+            reason,
+            change,
+        )
+        return snapshot
+
+    def set_organization_flag(
+        self, actor: Actor, organization_id: str, flagged: bool, reason: str
+    ) -> OrganizationSnapshot:
+        """Put an organization on (or take it off) the dishonesty / serious-violation list."""
+
+        def change(organization: Organization, session: Session) -> dict[str, Any]:
+            previous, organization.flagged = organization.flagged, flagged
+            return {"flagged": flagged, "previous": previous}
+
+        snapshot: OrganizationSnapshot = self._administer(
+            actor, Organization, organization_id, "update", "organization.flag", reason, change
+        )
+        return snapshot
+
+    def _administer(
+        self,
+        actor: Actor,
+        kind: type[R],
+        key: str,
+        act: str,
+        action: str,
+        reason: str,
+        change: Callable[[R, Session], dict[str, Any]],
+        *,
+        reason_needed: bool = True,
+    ) -> Any:
+        """What every administrative change of an organization or a user does: check the
+        policy (``organization`` or ``user`` : ``act``) and the self-administration rule,
+        then, in one transaction, ``change`` the row (it returns what to record) and record
+        ``action`` with the reason. Returns the row's snapshot afterwards."""
+        if kind is Organization:
+            obj, what, own = "organization", f"org:{_shown(key)}", {"organization_id": key}
+        else:
+            obj, what, own = "user", f"user:{_shown(key)}", {"user_id": key}
+        self._authorize(actor, obj, act, what)
+        self._check_self(actor, action, what, **own)
+        reason = clean_text(reason, "a reason", MAX_REASON, empty=not reason_needed)
         with self.sessions.begin() as session:
-            organization = _get(session, Organization, organization_id)
-            organization.status = status
-            self.record(
-                _entry(
-                    actor.user,
-                    "organization.status",
-                    f"org:{organization_id}",
-                    "ok",
-                    {"reason": reason, "status": status.value},
-                )
-            )
+            row = _get(session, kind, key)
+            detail = {**change(row, session), "reason": reason}
+            self.record(_entry(actor.user, action, what, "ok", detail))
+            return OrganizationSnapshot.of(row) if kind is Organization else UserSnapshot.of(row)
 
     # ------------------------------------------------------------------ users
     def create_user(
@@ -201,6 +521,7 @@ class IdentityService:
         username = username.strip().lower()
         if not username or len(username) > 64 or not username.replace(".", "").isalnum():
             raise IdentityError("a user name is 1-64 letters and digits, with dots between")
+        display_name = clean_text(display_name, "a display name", MAX_NAME, empty=True)
         password = secrets.token_urlsafe(12)
         try:
             with self.sessions.begin() as session:
@@ -208,7 +529,7 @@ class IdentityService:
                 user = User(
                     organization_id=organization.id,
                     username=username,
-                    display_name=display_name.strip() or username,
+                    display_name=display_name or username,
                     password_hash=self.hasher.hash(password),
                     must_change_password=True,
                 )
@@ -236,13 +557,143 @@ class IdentityService:
             raise Conflict(f"the user name {username} is taken") from None
         return account, password
 
+    def list_users(
+        self,
+        actor: Actor,
+        *,
+        organization_id: str | None = None,
+        status: UserStatus | None = None,
+        text: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> Page[UserSnapshot]:
+        """Users of one organization (``None``: of every organization the actor may read),
+        by status and text in the user or display name, ordered by user name."""
+        what = f"org:{organization_id}" if organization_id else "user:list"
+        self._authorize(actor, "user", "read", what)
+        _check_page(offset, limit)
+        where: list[ColumnElement[bool]] = []
+        if not self._reads_any(actor, "user"):
+            own = _own_organization(actor)
+            if organization_id is not None and organization_id != own:
+                self._hidden(actor, "user.read", what, "not the actor's organization")
+                raise NotFound(f"no organization {_shown(organization_id)}")
+            organization_id = own
+        if status is not None:
+            where.append(User.status == status)
+        if text:
+            needle = clean_text(text, "a search", MAX_SEARCH).lower()
+            where.append(
+                or_(
+                    User.username.contains(needle, autoescape=True),
+                    func.lower(User.display_name).contains(needle, autoescape=True),
+                )
+            )
+        with self.sessions() as session:
+            if organization_id is not None:
+                if (
+                    not _plausible(organization_id)
+                    or session.get(Organization, organization_id) is None
+                ):
+                    raise NotFound(f"no organization {_shown(organization_id)}")
+                where.append(User.organization_id == organization_id)
+            query = select(User).where(*where).options(selectinload(User.roles))
+            total, rows = _paged(session, query, (User.username,), offset, limit)
+            return Page(tuple(map(UserSnapshot.of, rows)), total, offset, limit)
+
+    def get_user(self, actor: Actor, user_id: str) -> UserSnapshot:
+        """One user; a user of another organization reads as absent unless the actor may
+        ``read_any`` (the attempt is recorded)."""
+        return self._read_visible(
+            actor,
+            "user",
+            select(User).where(User.id == user_id),
+            key=user_id,
+            what=f"user:{_shown(user_id)}",
+            missing=f"no user {_shown(user_id)}",
+            snapshot=UserSnapshot.of,
+        )
+
+    def find_user(self, actor: Actor, username: str) -> UserSnapshot:
+        """The user with this user name, under the rules of :meth:`get_user`."""
+        name = username.strip().lower()
+        return self._read_visible(
+            actor,
+            "user",
+            select(User).where(User.username == name),
+            key=name,
+            what=f"username:{_shown(name)}",
+            missing=f"no user {_shown(name)}",
+            snapshot=UserSnapshot.of,
+        )
+
+    def set_user_status(
+        self, actor: Actor, user_id: str, status: UserStatus, reason: str
+    ) -> UserSnapshot:
+        """Disable or re-enable an account: a disabled user's tokens and sign-ins stop
+        working at once."""
+
+        def change(user: User, session: Session) -> dict[str, Any]:
+            if status is UserStatus.DISABLED:
+                self._keep_an_administrator(session, excluding_user=user.id)
+            previous, user.status = user.status, status
+            return {"previous": previous.value, "status": status.value}
+
+        snapshot: UserSnapshot = self._administer(
+            actor, User, user_id, "lock", "user.status", reason, change
+        )
+        return snapshot
+
+    def unlock_user(self, actor: Actor, user_id: str, reason: str = "") -> UserSnapshot:
+        """Lift a lockout after repeated failed sign-ins (and forget the failures)."""
+
+        def change(user: User, session: Session) -> dict[str, Any]:
+            locked = user.locked_until.isoformat() if user.locked_until else None
+            failures, user.failed_logins, user.locked_until = user.failed_logins, 0, None
+            return {"failures": failures, "locked_until": locked}
+
+        snapshot: UserSnapshot = self._administer(
+            actor, User, user_id, "lock", "user.unlock", reason, change, reason_needed=False
+        )
+        return snapshot
+
+    def reset_password(
+        self, actor: Actor, user_id: str, reason: str = ""
+    ) -> tuple[UserSnapshot, str]:
+        """Replace a user's password with a new one-time password, returned once (stored
+        only hashed), and lift any lockout. The user must change it at first sign-in; a
+        second factor, if set up, stays required, so the one-time password alone does not
+        sign anyone in as that user."""
+        password = secrets.token_urlsafe(12)
+
+        def change(user: User, session: Session) -> dict[str, Any]:
+            user.password_hash = self.hasher.hash(password)
+            user.must_change_password = True
+            user.failed_logins, user.locked_until = 0, None
+            return {}
+
+        snapshot: UserSnapshot = self._administer(
+            actor,
+            User,
+            user_id,
+            "reset_password",
+            "user.password_reset",
+            reason,
+            change,
+            reason_needed=False,
+        )
+        return snapshot, password
+
     def grant_role(self, actor: Actor, user_id: str, role: str) -> None:
         self._authorize(actor, "role", "grant", f"user:{user_id}")
         if f"user:{user_id}" == actor.user:
-            self.record(
-                _entry(actor.user, "role.grant", f"user:{user_id}", "denied", {"role": role})
+            self._deny(
+                actor,
+                "role.grant",
+                f"user:{user_id}",
+                "nobody grants roles to themselves",
+                role=role,
             )
-            raise Denied("nobody grants roles to themselves")
         with self.sessions.begin() as session:
             user = _get(session, User, user_id)
             self._check_role_fits(user.organization, role)
@@ -258,7 +709,9 @@ class IdentityService:
             user = _get(session, User, user_id)
             held = [grant for grant in user.roles if grant.role == role]
             if not held:
-                raise NotFound(f"{user.username} does not hold {role}")
+                raise NotFound(f"{user.username} does not hold {_shown(role)}")
+            if role == ADMIN:
+                self._keep_an_administrator(session, excluding_user=user_id)
             user.roles.remove(held[0])
             self.record(_entry(actor.user, "role.revoke", f"user:{user_id}", "ok", {"role": role}))
             self._refresh_grants(session)
@@ -267,9 +720,36 @@ class IdentityService:
         allowed = self.authorizer.roles_for_organization_type(organization.type.value)
         if role not in allowed:
             raise IdentityError(
-                f"a {organization.type.value} organization cannot hold the role {role} "
+                f"a {organization.type.value} organization cannot hold the role {_shown(role)} "
                 f"(it may hold: {', '.join(sorted(allowed)) or 'none'})"
             )
+
+    def _keep_an_administrator(
+        self,
+        session: Session,
+        *,
+        excluding_user: str | None = None,
+        excluding_organization: str | None = None,
+    ) -> None:
+        """Refuse a change that would leave no active administrator in an active
+        organization (nobody could then administer the platform but from the shell)."""
+        query = (
+            select(func.count(func.distinct(User.id)))
+            .join(RoleGrant, RoleGrant.user_id == User.id)
+            .join(Organization, Organization.id == User.organization_id)
+            .where(
+                RoleGrant.role == ADMIN,
+                User.status == UserStatus.ACTIVE,
+                Organization.status == OrganizationStatus.ACTIVE,
+            )
+        )
+        before = session.scalar(query) or 0
+        if excluding_user is not None:
+            query = query.where(User.id != excluding_user)
+        if excluding_organization is not None:
+            query = query.where(Organization.id != excluding_organization)
+        if before > 0 and (session.scalar(query) or 0) == 0:
+            raise Conflict("the platform would be left without an active administrator")
 
     def bootstrap_admin(
         self, *, operator_name: str, credit_code: str, username: str = "admin"
@@ -279,7 +759,7 @@ class IdentityService:
         with self.sessions() as session:
             if session.scalars(select(User.id).limit(1)).first() is not None:
                 return None
-        system = Actor(SYSTEM, "org:platform", frozenset())
+        system = Actor(SYSTEM, PLATFORM, frozenset())
         password = secrets.token_urlsafe(12)
         with self.sessions.begin() as session:
             operator = Organization(
@@ -296,14 +776,29 @@ class IdentityService:
                 password_hash=self.hasher.hash(password),
                 must_change_password=True,
             )
-            admin.roles.append(RoleGrant(role="admin", granted_by=system.user))
+            admin.roles.append(RoleGrant(role=ADMIN, granted_by=system.user))
             session.add(admin)
             session.flush()
-            detail = {"organization": operator.id, "roles": ["admin"], "username": username}
+            detail = {"organization": operator.id, "roles": [ADMIN], "username": username}
             self.record(_entry(system.user, "user.bootstrap", f"user:{admin.id}", "ok", detail))
             self._refresh_grants(session)
             account = Account.of(admin)
         return account, password
+
+    def shell_actor(self, os_user: str) -> Actor:
+        """The platform operator at the shell (``sbx org``, ``sbx user``): ``system:cli``
+        holding the admin role, so that whatever the policy allows or denies administrators
+        holds at the shell too. Taking the role is recorded, with the OS user's name,
+        before it takes effect. Being no user and in no organization, the shell is the way
+        back in when every administrator is locked out."""
+        grant = Grant(SHELL, ADMIN, PLATFORM)
+        detail = {"os_user": os_user, "roles": [ADMIN]}
+        self.record(_entry(SHELL, "session.shell", SHELL, "ok", detail))
+        if grant not in self._standing:
+            self._standing = (*self._standing, grant)
+            with self.sessions() as session:
+                self._refresh_grants(session)
+        return Actor(SHELL, PLATFORM, frozenset({ADMIN}))
 
     # ------------------------------------------------------------------ signing in
     def authenticate(
@@ -341,6 +836,8 @@ class IdentityService:
                 )
             )
             account = Account.of(user)
+            if reason is None:
+                self._sync_grants(session, account)
         if reason is not None:
             raise SignInFailed()
         return account
@@ -396,9 +893,7 @@ class IdentityService:
         self._authorize(actor, "api_token", "manage", actor.user)
         if not 1 <= days <= MAX_TOKEN_DAYS:
             raise IdentityError(f"a token lives 1 to {MAX_TOKEN_DAYS} days")
-        name = name.strip()
-        if not name or len(name) > 100:
-            raise IdentityError("a token needs a name of up to 100 characters")
+        name = clean_text(name, "a token's name", 100)
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         expires = self.clock() + timedelta(days=days)
         with self.sessions.begin() as session:
@@ -419,7 +914,7 @@ class IdentityService:
         self._authorize(actor, "api_token", "manage", f"token:{token_id}")
         with self.sessions.begin() as session:
             token = _get(session, ApiToken, token_id)
-            if f"user:{token.user_id}" != actor.user and "admin" not in actor.roles:
+            if f"user:{token.user_id}" != actor.user and ADMIN not in actor.roles:
                 raise NotFound(f"no apitoken {token_id}")  # others' tokens are not there
             if token.revoked_at is None:
                 token.revoked_at = self.clock()
@@ -442,7 +937,9 @@ class IdentityService:
                 or user.organization.status is not OrganizationStatus.ACTIVE
             ):
                 raise SignInFailed()
-            return Account.of(user)
+            account = Account.of(user)
+            self._sync_grants(session, account)
+            return account
 
     def set_password(self, user_id: str, old: str, new: str) -> None:
         """Change one's own password (the one-time password must be changed first)."""
@@ -461,6 +958,58 @@ class IdentityService:
             self.record(_entry(f"user:{user.id}", "user.password", f"user:{user.id}", "ok", {}))
 
 
+def clean_text(value: str, what: str, max_length: int, *, empty: bool = False) -> str:
+    """``value`` stripped, if it is 1 to ``max_length`` characters (0 too if ``empty``) of
+    text; control characters and lone surrogates (which no database stores) are refused."""
+    text = value.strip()
+    if not text and not empty:
+        raise IdentityError(f"{what} is needed")
+    if len(text) > max_length:
+        raise IdentityError(f"{what} has at most {max_length} characters")
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in text):
+        raise IdentityError(f"{what} may not contain control characters")
+    return text
+
+
+def _check_page(offset: int, limit: int) -> None:
+    if not 0 <= offset <= MAX_OFFSET:
+        raise IdentityError(f"offset is 0 to {MAX_OFFSET}")
+    if not 1 <= limit <= MAX_PAGE:
+        raise IdentityError(f"a page holds 1 to {MAX_PAGE} items")
+
+
+def _paged(
+    session: Session,
+    query: Select[Any],
+    order: Sequence[Any],
+    offset: int,
+    limit: int,
+) -> tuple[int, list[Any]]:
+    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    rows = list(session.scalars(query.order_by(*order).offset(offset).limit(limit)))
+    return int(total or 0), rows
+
+
+def _own_organization(actor: Actor) -> str:
+    return actor.organization.removeprefix("org:")
+
+
+def _organization_of(row: Organization | User) -> str:
+    return row.id if isinstance(row, Organization) else row.organization_id
+
+
+def _plausible(identifier: str) -> bool:
+    """Whether ``identifier`` could be a key at all (ids are hex; user names letters,
+    digits and dots): anything else is absent without asking the database, which may not
+    even accept it (PostgreSQL refuses NUL characters)."""
+    return 0 < len(identifier) <= 64 and all(char.isalnum() or char in "._-" for char in identifier)
+
+
+def _shown(identifier: str) -> str:
+    """An identifier fit to quote in a message."""
+    return identifier if _plausible(identifier) else repr(identifier[:64])
+
+
 def _totp_step(secret: str, code: str, now: datetime) -> int | None:
     """The 30-second step (of now, or one either side for clock drift) whose code this is."""
     totp = pyotp.TOTP(secret)
@@ -476,9 +1025,9 @@ def _token_hash(secret: str) -> str:
 
 
 def _get(session: Session, kind: type[Any], identifier: str) -> Any:
-    found = session.get(kind, identifier)
+    found = session.get(kind, identifier) if _plausible(identifier) else None
     if found is None:
-        raise NotFound(f"no {kind.__name__.lower()} {identifier}")
+        raise NotFound(f"no {kind.__name__.lower()} {_shown(identifier)}")
     return found
 
 

@@ -324,3 +324,335 @@ def test_a_second_factor_once_enabled_is_required(world: World) -> None:
         None,
         "second factor used before",
     ]
+
+
+# ------------------------------------------------------------------ the read side and admin
+
+
+def organization(world: World, serial: int, kind: OrganizationType, name: str = "") -> Any:
+    return world.service.create_organization(
+        world.admin, kind=kind, name=name or f"Org {serial}", credit_code=credit_code(serial)
+    )
+
+
+def member(world: World, organization_id: str, username: str, *roles: str) -> tuple[Any, str]:
+    return world.service.create_user(
+        world.admin,
+        organization_id=organization_id,
+        username=username,
+        display_name="",
+        roles=roles,
+    )
+
+
+def denied_entries(world: World, action: str) -> list[dict[str, Any]]:
+    return [e for e in world.entries() if e["action"] == action and e["outcome"] == "denied"]
+
+
+def test_members_read_only_their_own_organization_and_others_read_as_absent(
+    world: World,
+) -> None:
+    acme = organization(world, 20, OrganizationType.APPLICATION_UNIT, "Acme")
+    water = organization(world, 21, OrganizationType.PROVIDER, "Water")
+    authority = organization(world, 22, OrganizationType.REGULATOR, "Authority")
+    ann, _ = member(world, acme.id, "ann", "applicant")
+    member(world, acme.id, "bob", "applicant")
+    pei, _ = member(world, water.id, "pei", "provider_steward")
+    reg, _ = member(world, authority.id, "reg", "regulator")
+    applicant = ann.actor()
+
+    assert [o.id for o in world.service.list_organizations(applicant).items] == [acme.id]
+    assert world.service.get_organization(applicant, acme.id) == acme
+    absent = "0" * 32
+    for hidden in (water.id, absent):
+        with pytest.raises(NotFound) as refused:
+            world.service.get_organization(applicant, hidden)
+        assert str(refused.value) == f"no organization {hidden}"  # the same words for both
+    with pytest.raises(NotFound, match=f"no user {pei.id}"):
+        world.service.get_user(applicant, pei.id)
+    with pytest.raises(NotFound, match="no user pei"):
+        world.service.find_user(applicant, "pei")
+    with pytest.raises(NotFound, match=f"no organization {water.id}"):
+        world.service.list_users(applicant, organization_id=water.id)
+    with pytest.raises(NotFound):
+        world.service.find_organization(applicant, credit_code(21))
+    colleagues = world.service.list_users(applicant)
+    assert [u.username for u in colleagues.items] == ["ann", "bob"]
+    assert world.service.get_user(applicant, ann.id).organization_id == acme.id
+
+    reasons = [e["detail"]["reason"] for e in denied_entries(world, "organization.read")]
+    assert reasons == ["another organization", "absent", "another organization"]
+    hidden_users = denied_entries(world, "user.read")
+    assert [(e["object"], e["detail"]["reason"]) for e in hidden_users] == [
+        (f"user:{pei.id}", "another organization"),
+        ("username:pei", "another organization"),
+        (f"org:{water.id}", "not the actor's organization"),
+    ]
+    assert {e["actor"] for e in hidden_users} == {applicant.user}
+
+    for overseer in (world.admin, reg.actor()):  # administrators and regulators see all
+        everyone = world.service.list_organizations(overseer)
+        assert {acme.id, water.id, authority.id} <= {o.id for o in everyone.items}
+        assert world.service.get_organization(overseer, water.id).name == "Water"
+        assert world.service.get_user(overseer, pei.id).roles == {"provider_steward"}
+        assert world.service.find_organization(overseer, credit_code(21)).id == water.id
+        with pytest.raises(NotFound):
+            world.service.get_organization(overseer, absent)
+
+
+def test_listings_filter_page_and_count(world: World) -> None:
+    made = [
+        organization(world, 30 + n, kind, name)
+        for n, (kind, name) in enumerate(
+            [
+                (OrganizationType.PROVIDER, "青岛水务"),
+                (OrganizationType.PROVIDER, "Qingdao Power"),
+                (OrganizationType.APPLICATION_UNIT, "Acme 100% Data"),
+                (OrganizationType.APPLICATION_UNIT, "Beta_Labs"),
+                (OrganizationType.APPLICATION_UNIT, "Gamma"),
+            ]
+        )
+    ]
+    world.service.set_organization_status(
+        world.admin, made[4].id, OrganizationStatus.SUSPENDED, "audit"
+    )
+    service, admin = world.service, world.admin
+    providers = service.list_organizations(admin, kind=OrganizationType.PROVIDER)
+    assert [o.name for o in providers.items] == ["青岛水务", "Qingdao Power"]
+    suspended = service.list_organizations(admin, status=OrganizationStatus.SUSPENDED)
+    assert [o.name for o in suspended.items] == ["Gamma"]
+    assert [o.name for o in service.list_organizations(admin, text="qingdao").items] == [
+        "Qingdao Power"
+    ]
+    assert [o.name for o in service.list_organizations(admin, text="水务").items] == ["青岛水务"]
+    by_code = service.list_organizations(admin, text=credit_code(33)[-8:].lower())
+    assert [o.name for o in by_code.items] == ["Beta_Labs"]
+    # LIKE's wildcards are plain characters in a search.
+    assert [o.name for o in service.list_organizations(admin, text="%").items] == ["Acme 100% Data"]
+    assert [o.name for o in service.list_organizations(admin, text="a_l").items] == ["Beta_Labs"]
+
+    everything = [o.id for o in service.list_organizations(admin, limit=100).items]
+    assert everything[1:] == [o.id for o in made]  # the operator first: oldest first
+    pages = [service.list_organizations(admin, offset=n, limit=2) for n in (0, 2, 4)]
+    assert [o.id for page in pages for o in page.items] == everything
+    assert {page.total for page in pages} == {6}
+    for bad in ({"offset": -1}, {"limit": 0}, {"limit": 101}, {"text": "a\x00b"}):
+        with pytest.raises(IdentityError):
+            service.list_organizations(admin, **bad)  # type: ignore[arg-type]
+    with pytest.raises(IdentityError):
+        service.list_users(admin, text="x" * 101)
+    assert service.list_users(admin).total == 1  # the administrator, across organizations
+    with pytest.raises(NotFound):
+        service.list_users(admin, organization_id="f" * 32)
+
+
+def test_administrators_verify_flag_suspend_with_a_recorded_reason(world: World) -> None:
+    from gateway.db.models import VerificationStatus as V
+
+    acme = organization(world, 40, OrganizationType.APPLICATION_UNIT)
+    service, admin = world.service, world.admin
+    assert acme.verification is V.UNVERIFIED and not acme.flagged
+    assert service.set_organization_verification(admin, acme.id, V.REJECTED, "licence expired")
+    verified = service.set_organization_verification(admin, acme.id, V.VERIFIED, "renewed")
+    assert verified.verification is V.VERIFIED
+    assert service.set_organization_verification(admin, acme.id, V.VERIFIED, "again").verification
+    with pytest.raises(Conflict, match="verified to unverified"):
+        service.set_organization_verification(admin, acme.id, V.UNVERIFIED, "undo")
+    assert service.set_organization_flag(admin, acme.id, True, "court list 2026-11").flagged
+    assert not service.set_organization_flag(admin, acme.id, False, "appeal won").flagged
+    suspended = service.set_organization_status(admin, acme.id, OrganizationStatus.SUSPENDED, "R19")
+    assert suspended.status is OrganizationStatus.SUSPENDED
+    for empty in ("", "   "):
+        with pytest.raises(IdentityError, match="a reason is needed"):
+            service.set_organization_flag(admin, acme.id, True, empty)
+    with pytest.raises(IdentityError, match="at most 500"):
+        service.set_organization_flag(admin, acme.id, True, "x" * 501)
+    with pytest.raises(NotFound):
+        service.set_organization_flag(admin, "nope", True, "x")
+    assert service.get_organization(admin, acme.id).verification is V.VERIFIED
+    changes = [
+        (e["action"], e["detail"]["previous"], e["detail"]["reason"])
+        for e in world.entries()
+        if e["object"] == f"org:{acme.id}" and e["action"] != "organization.create"
+    ]
+    assert changes == [
+        ("organization.verification", "unverified", "licence expired"),
+        ("organization.verification", "rejected", "renewed"),
+        ("organization.verification", "verified", "again"),
+        ("organization.flag", False, "court list 2026-11"),
+        ("organization.flag", True, "appeal won"),
+        ("organization.status", "active", "R19"),
+    ]
+
+
+def test_nobody_administers_their_own_organization_or_account(world: World) -> None:
+    from gateway.db.models import UserStatus
+    from gateway.db.models import VerificationStatus as V
+
+    service, admin = world.service, world.admin
+    operator_id = world.admin_user.organization_id
+    own = world.admin_user.id
+    attempts = [
+        lambda: service.set_organization_verification(admin, operator_id, V.VERIFIED, "me"),
+        lambda: service.set_organization_flag(admin, operator_id, False, "me"),
+        lambda: service.set_organization_status(
+            admin, operator_id, OrganizationStatus.SUSPENDED, "me"
+        ),
+        lambda: service.set_user_status(admin, own, UserStatus.DISABLED, "me"),
+        lambda: service.set_user_status(admin, own, UserStatus.ACTIVE, "me"),
+        lambda: service.unlock_user(admin, own),
+        lambda: service.reset_password(admin, own),
+    ]
+    for attempt in attempts:
+        with pytest.raises(Denied, match="their own"):
+            attempt()
+    denied = [e for e in world.entries() if e["outcome"] == "denied"]
+    assert [e["action"] for e in denied] == [
+        "organization.verification",
+        "organization.flag",
+        "organization.status",
+        "user.status",
+        "user.status",
+        "user.unlock",
+        "user.password_reset",
+    ]
+    # An applicant may not touch their own organization's standing at all.
+    acme = organization(world, 41, OrganizationType.APPLICATION_UNIT)
+    ann, _ = member(world, acme.id, "ann", "applicant")
+    for attempt in (
+        lambda: service.set_organization_verification(ann.actor(), acme.id, V.VERIFIED, "x"),
+        lambda: service.set_organization_flag(ann.actor(), acme.id, False, "x"),
+        lambda: service.unlock_user(ann.actor(), ann.id),
+    ):
+        with pytest.raises(Denied, match="your roles do not allow"):
+            attempt()
+    assert service.get_organization(admin, acme.id).verification is V.UNVERIFIED
+
+
+def test_the_platform_keeps_an_active_administrator(world: World) -> None:
+    from gateway.db.models import UserStatus
+
+    service, admin = world.service, world.admin
+    operator_id = world.admin_user.organization_id
+    with pytest.raises(Conflict, match="without an active administrator"):
+        service.revoke_role(admin, world.admin_user.id, "admin")
+    shell = service.shell_actor("root")
+    with pytest.raises(Conflict, match="without an active administrator"):
+        service.set_user_status(shell, world.admin_user.id, UserStatus.DISABLED, "leaving")
+    with pytest.raises(Conflict, match="without an active administrator"):
+        service.set_organization_status(shell, operator_id, OrganizationStatus.SUSPENDED, "x")
+    second, _ = member(world, operator_id, "second", "admin")
+    service.set_user_status(shell, world.admin_user.id, UserStatus.DISABLED, "leaving")
+    assert service.get_user(shell, world.admin_user.id).status is UserStatus.DISABLED
+    with pytest.raises(Conflict):
+        service.revoke_role(shell, second.id, "admin")
+    service.set_user_status(second.actor(), world.admin_user.id, UserStatus.ACTIVE, "back")
+    service.revoke_role(admin, admin.user.removeprefix("user:"), "admin")  # one's own, not last
+    assert service.get_user(shell, world.admin_user.id).roles == frozenset()
+
+
+def test_disabled_users_and_suspended_organizations_lose_access_at_once(world: World) -> None:
+    from gateway.db.models import UserStatus
+
+    acme = organization(world, 42, OrganizationType.APPLICATION_UNIT)
+    ann, password = member(world, acme.id, "ann", "applicant")
+    _, secret = world.service.issue_token(ann.actor(), name="laptop")
+    assert world.service.authenticate_token(secret).id == ann.id
+    disabled = world.service.set_user_status(world.admin, ann.id, UserStatus.DISABLED, "left")
+    assert disabled.status is UserStatus.DISABLED
+    with pytest.raises(SignInFailed):
+        world.service.authenticate_token(secret)
+    with pytest.raises(SignInFailed):
+        world.service.authenticate("ann", password)
+    world.service.set_user_status(world.admin, ann.id, UserStatus.ACTIVE, "rehired")
+    assert world.service.authenticate_token(secret).id == ann.id
+    world.service.set_organization_status(world.admin, acme.id, OrganizationStatus.SUSPENDED, "x")
+    with pytest.raises(SignInFailed):
+        world.service.authenticate_token(secret)
+    world.service.set_organization_status(world.admin, acme.id, OrganizationStatus.ACTIVE, "ok")
+    assert world.service.authenticate_token(secret).id == ann.id
+    reasons = [e["detail"]["reason"] for e in world.entries() if e["action"] == "session.login"]
+    assert reasons == ["account disabled"]
+
+
+def test_unlock_and_password_reset_by_an_administrator(world: World) -> None:
+    import pyotp
+
+    acme = organization(world, 43, OrganizationType.APPLICATION_UNIT)
+    ann, password = member(world, acme.id, "ann", "applicant")
+    for _ in range(3):
+        with pytest.raises(SignInFailed):
+            world.service.authenticate("ann", "wrong")
+    assert world.service.get_user(world.admin, ann.id).locked(world.clock.now)
+    with pytest.raises(SignInFailed):
+        world.service.authenticate("ann", password)
+    unlocked = world.service.unlock_user(world.admin, ann.id, "phoned the help desk")
+    assert not unlocked.locked(world.clock.now) and unlocked.failed_logins == 0
+    assert world.service.authenticate("ann", password).id == ann.id
+
+    user, fresh = world.service.reset_password(world.admin, ann.id, "forgotten")
+    assert user.must_change_password and fresh != password and len(fresh) >= 16
+    with pytest.raises(SignInFailed):
+        world.service.authenticate("ann", password)
+    assert world.service.authenticate("ann", fresh).must_change_password
+    log = world.ledger.path.joinpath("segments", "00000000000000000000.log").read_text()
+    assert fresh not in log and password not in log
+    entry = next(e for e in world.entries() if e["action"] == "user.password_reset")
+    assert entry["actor"] == world.admin.user and entry["detail"] == {"reason": "forgotten"}
+
+    # With a second factor, the one-time password alone signs nobody in.
+    secret = world.service.new_totp_secret()
+    world.service.enable_totp(ann.id, secret, pyotp.TOTP(secret).at(world.clock.now))
+    _, another = world.service.reset_password(world.admin, ann.id)
+    assert world.service.get_user(world.admin, ann.id).second_factor
+    with pytest.raises(SignInFailed):
+        world.service.authenticate("ann", another)
+    world.clock.now += timedelta(seconds=30)
+    code = pyotp.TOTP(secret).at(world.clock.now)
+    assert world.service.authenticate("ann", another, totp=code).id == ann.id
+
+
+def test_the_shell_acts_as_a_recorded_administrator(world: World) -> None:
+    shell = world.service.shell_actor("alice")
+    assert shell.user == "system:cli"
+    assert world.service.authorizer.allows(shell, "organization", "create")
+    for obj, act in (("view", "read"), ("application", "approve"), ("dataset", "upload")):
+        assert not world.service.authorizer.allows(shell, obj, act)  # admin denies hold
+    water = world.service.create_organization(
+        shell, kind=OrganizationType.PROVIDER, name="Water", credit_code=credit_code(44)
+    )
+    pei, _ = member(world, water.id, "pei", "provider_steward")
+    world.service.grant_role(shell, world.admin_user.id, "approver")  # no self to guard
+    _, recovered = world.service.reset_password(shell, world.admin_user.id, "lost")
+    assert world.service.authenticate("admin", recovered).id == world.admin_user.id
+    assert world.service.get_user(shell, pei.id).username == "pei"
+    # Still held after other grants change (the shell's grant is not in the database).
+    assert world.service.authorizer.allows(shell, "user", "reset_password")
+    taken = [
+        (e["actor"], e["object"], e["detail"])
+        for e in world.entries()
+        if e["action"] == "session.shell"
+    ]
+    assert taken == [("system:cli", "system:cli", {"os_user": "alice", "roles": ["admin"]})]
+    creator = next(e for e in world.entries() if e["action"] == "organization.create")
+    assert creator["actor"] == "system:cli"
+
+
+def test_grants_changed_by_another_process_apply_at_the_next_sign_in(world: World) -> None:
+    acme = organization(world, 45, OrganizationType.APPLICATION_UNIT)
+    ann, _ = member(world, acme.id, "ann", "applicant")
+    _, secret = world.service.issue_token(ann.actor(), name="laptop")
+    # A second service over the same database: `sbx user revoke` in another process.
+    other = IdentityService(
+        world.service.sessions,
+        Authorizer(REPO_ROOT / "policies", world.record),
+        world.record,
+        hasher=FAST_HASHER,
+    )
+    other.revoke_role(other.shell_actor("root"), ann.id, "applicant")
+    served = world.service.authorizer
+    assert served.allows(ann.actor(), "application", "submit")  # stale until asked
+    signed_in = world.service.authenticate_token(secret)
+    assert signed_in.roles == frozenset()
+    assert not served.allows(signed_in.actor(), "application", "submit")
+    assert not served.allows(ann.actor(), "application", "submit")

@@ -49,8 +49,17 @@ export:approve           -            -            -        A         -       -
 audit_trail:read         -            -            -        -         A       A
 evidence:create          -            -            -        -         A       -
 organization:create      -            -            -        -         -       A
+organization:read        A            A            A        A         A       A
+organization:read_any    -            -            -        -         A       A
+organization:update      -            -            -        -         -       A
+organization:suspend     -            -            -        -         -       A
 user:create              -            -            -        -         -       A
+user:read                A            A            A        A         A       A
+user:read_any            -            -            -        -         A       A
+user:lock                -            -            -        -         -       A
+user:reset_password      -            -            -        -         -       A
 role:grant               -            -            -        -         -       A
+role:revoke              -            -            -        -         -       A
 policy:reload            -            -            -        -         -       A
 api_token:manage         A            A            A        A         A       A
 """
