@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from gateway.cli import audit as audit_commands
 from gateway.cli import demo as demo_command
+from gateway.cli import identity as identity_commands
 from gateway.cli import serve as serve_command
 from gateway.cli.common import fail
 from gateway.settings import load_settings
@@ -21,6 +22,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(audit_commands.app, name="audit")
+app.add_typer(identity_commands.org_app, name="org")
+app.add_typer(identity_commands.user_app, name="user")
 app.command("demo")(demo_command.demo)
 app.command("serve")(serve_command.serve)
 
