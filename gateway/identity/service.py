@@ -281,12 +281,22 @@ class IdentityService:
         session.flush()
         self.authorizer.set_grants([*grants_of(session), *self._standing])
 
+    def sync_grants(self, account: Account) -> None:
+        """Reload the role grants if ``account`` (just read from the database) holds other
+        roles than the authorizer knows of: another process changed them (``sbx user
+        grant`` beside a running gateway). Token and password sign-in do this themselves;
+        call it after resolving any other credential (a browser session, say)."""
+        if self._grants_differ(account):
+            with self.sessions() as session:
+                self._refresh_grants(session)
+
     def _sync_grants(self, session: Session, account: Account) -> None:
-        """Reload the grants if ``account``'s roles in the database differ from those the
-        authorizer holds: another process (``sbx user grant``) changed them."""
-        held = self.authorizer.roles_of(f"user:{account.id}", f"org:{account.organization_id}")
-        if held != account.roles:
+        if self._grants_differ(account):
             self._refresh_grants(session)
+
+    def _grants_differ(self, account: Account) -> bool:
+        held = self.authorizer.roles_of(f"user:{account.id}", f"org:{account.organization_id}")
+        return held != account.roles
 
     def _reads_any(self, actor: Actor, obj: str) -> bool:
         return self.authorizer.allows(actor, obj, "read_any")

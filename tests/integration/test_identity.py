@@ -76,6 +76,15 @@ class World:
     def entries(self) -> list[dict[str, Any]]:
         return [parse(line) for _, line in self.ledger.entries(1)]
 
+    def another_process(self) -> IdentityService:
+        """A second service over the same database, with an authorizer of its own."""
+        return IdentityService(
+            self.service.sessions,
+            Authorizer(REPO_ROOT / "policies", self.record),
+            self.record,
+            hasher=FAST_HASHER,
+        )
+
     def close(self) -> None:
         self.ledger.close()
         self.engine.dispose()
@@ -642,13 +651,7 @@ def test_grants_changed_by_another_process_apply_at_the_next_sign_in(world: Worl
     acme = organization(world, 45, OrganizationType.APPLICATION_UNIT)
     ann, _ = member(world, acme.id, "ann", "applicant")
     _, secret = world.service.issue_token(ann.actor(), name="laptop")
-    # A second service over the same database: `sbx user revoke` in another process.
-    other = IdentityService(
-        world.service.sessions,
-        Authorizer(REPO_ROOT / "policies", world.record),
-        world.record,
-        hasher=FAST_HASHER,
-    )
+    other = world.another_process()  # `sbx user revoke` beside the running gateway
     other.revoke_role(other.shell_actor("root"), ann.id, "applicant")
     served = world.service.authorizer
     assert served.allows(ann.actor(), "application", "submit")  # stale until asked
@@ -656,3 +659,14 @@ def test_grants_changed_by_another_process_apply_at_the_next_sign_in(world: Worl
     assert signed_in.roles == frozenset()
     assert not served.allows(signed_in.actor(), "application", "submit")
     assert not served.allows(ann.actor(), "application", "submit")
+
+
+def test_grants_changed_elsewhere_apply_once_a_resolved_account_is_synced(world: World) -> None:
+    acme = organization(world, 46, OrganizationType.APPLICATION_UNIT)
+    ann, _ = member(world, acme.id, "ann", "applicant")
+    other = world.another_process()
+    other.revoke_role(other.shell_actor("root"), ann.id, "applicant")
+    resolved = other.get_user(other.shell_actor("root"), ann.id)  # as a session would read it
+    assert world.service.authorizer.allows(ann.actor(), "application", "submit")
+    world.service.sync_grants(resolved)
+    assert not world.service.authorizer.allows(ann.actor(), "application", "submit")
