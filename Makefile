@@ -39,6 +39,7 @@ fmt: install
 # Reference pages generated from the code (a test fails when they are stale).
 docs: install
 	$(BIN)/typer gateway.cli utils docs --name sbx --output docs/reference/cli.md
+	$(BIN)/python -c 'from pathlib import Path; from gateway.settings import write_reference; write_reference(Path("docs/reference/configuration.md"))'
 
 # The console's zh-CN catalogue, brought in line with the messages in use (a test fails
 # while one lacks a translation).

@@ -84,7 +84,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     for router in (health.router, me.router, organizations.router, users.router):
         app.include_router(router, prefix=API_PREFIX)
-    web.mount(app)
+    web.mount(app, api_prefix=API_PREFIX)
     app.add_middleware(BodyLimit)
 
     @app.middleware("http")

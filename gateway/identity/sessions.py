@@ -115,7 +115,9 @@ class SessionService:
                 return None
             if now - row.last_seen_at >= SEEN_EVERY:
                 row.last_seen_at = now
-            return ActiveSession(row.id, row.csrf_token, Account.of(user))
+            active = ActiveSession(row.id, row.csrf_token, Account.of(user))
+        self.identity.sync_grants(active.account)  # roles granted from another process
+        return active
 
     def sign_out(self, active: ActiveSession, *, reason: str = "signed out") -> None:
         """End one session (idempotent) and record it."""

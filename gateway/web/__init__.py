@@ -11,21 +11,41 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI, Request, status
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from gateway.web.deps import PageRefused
 from gateway.web.pages import ROUTERS
+from gateway.web.pages.home import N_
 from gateway.web.render import render
 
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def mount(app: FastAPI) -> None:
-    """Add the console's pages, its stylesheet and its refusal pages to ``app``."""
+def mount(app: FastAPI, *, api_prefix: str) -> None:
+    """Add the console's pages, its stylesheet and its refusal pages to ``app`` (whose
+    JSON API under ``api_prefix`` keeps answering in JSON)."""
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path.startswith(api_prefix):
+            return await request_validation_exception_handler(request, exc)
+        reasons = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'][1:])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return render(
+            request,
+            "problem.html",
+            heading=N_("The request is not valid"),
+            reason=reasons,
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
 
     @app.exception_handler(PageRefused)
     async def refused(request: Request, exc: PageRefused) -> Response:

@@ -46,8 +46,11 @@ def render(
     *,
     viewer: Viewer | None = None,
     status_code: int = 200,
+    here: str | None = None,
     **context: Any,
 ) -> HTMLResponse:
+    """``here`` is the page's own address, where switching the language returns to
+    (default: the request's, for a GET; the home page after a POST)."""
     locale = locale_of(request)
     found: Services = request.app.state.services
 
@@ -58,7 +61,7 @@ def render(
     page = environment(locale).get_template(template)
     html = page.render(
         request=request,
-        here=local_path(request),
+        here=here or (local_path(request) if request.method == "GET" else "/"),
         locale=locale,
         locales=list(LOCALES),
         viewer=viewer,

@@ -12,7 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from audit import ConsistencyProof, InclusionProof, Ledger
+from gateway.api import open_services
 from gateway.cli import app
+from gateway.settings import load_settings
 
 runner = CliRunner()
 
@@ -194,12 +196,36 @@ def sbx_process(
     )
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    result = sbx_process("demo", environment={**os.environ, "SBX_DATA_DIR": str(tmp_path / "var")})
+def test_demo_sets_up_a_user_of_every_role_and_proves_the_ledger(tmp_path: Path) -> None:
+    environment = {**os.environ, "SBX_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "200"}
+    result = sbx_process("demo", "--no-serve", environment=environment)
     assert result.returncode == 0, result.stderr
-    assert "export.approve" in result.stdout
     assert result.stdout.count("is intact") == 2  # the ledger and the archive
     assert list((tmp_path / "var" / "demo").glob("evidence-*.tar"))
+    accounts = json.loads((tmp_path / "var" / "demo-accounts.json").read_text())
+    assert (tmp_path / "var" / "demo-accounts.json").stat().st_mode & 0o077 == 0
+    roles = {"admin", "reviewer", "approver", "provider_steward", "applicant", "regulator"}
+    assert {account["role"] for account in accounts} == roles
+    for account in accounts:
+        assert account["username"] in result.stdout and account["password"] in result.stdout
+    again = sbx_process("demo", "--no-serve", environment=environment)
+    assert again.returncode == 0, again.stderr
+    assert "setting up" not in again.stdout  # the accounts exist already
+    assert all(account["password"] in again.stdout for account in accounts)
+    services = open_services(load_settings(data_dir=tmp_path / "var"))
+    try:
+        for account in accounts:  # every demo user signs in at once, with their role
+            signed_in = services.identity.authenticate(account["username"], account["password"])
+            assert signed_in.roles == {account["role"]} and not signed_in.must_change_password
+        kinds = {
+            o.type.value
+            for o in services.identity.list_organizations(
+                services.identity.shell_actor("test")
+            ).items
+        }
+        assert kinds == {"operator", "provider", "application_unit", "regulator"}
+    finally:
+        services.close()
 
 
 def test_a_damaged_checkpoint_log_stops_writers_with_a_message(data_dir: Path) -> None:
@@ -208,7 +234,10 @@ def test_a_damaged_checkpoint_log_stops_writers_with_a_message(data_dir: Path) -
     del last["prev"]  # complete and parseable, but not a checkpoint: not a torn tail
     log.write_bytes(log.read_bytes() + json.dumps(last).encode() + b"\n")
     before = log.read_bytes()
-    for args in (["demo"], ["audit", "append", "--action", "a.b", "--actor", "u", "--object", "o"]):
+    for args in (
+        ["demo", "--no-serve"],
+        ["audit", "append", "--action", "a.b", "--actor", "u", "--object", "o"],
+    ):
         result = sbx_process("--data-dir", str(data_dir), *args)
         assert result.returncode == 1, result.stdout
         assert "the last checkpoint cannot be read" in result.stderr

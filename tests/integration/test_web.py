@@ -4,81 +4,16 @@ factor, and the refusals — on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pyotp
 import pytest
-from fastapi.testclient import TestClient
-from httpx2 import Response
 from sqlalchemy import select
 
-from audit.entry import parse
-from gateway.api import create_app, open_services
-from gateway.api.deps import Services
 from gateway.db.models import BrowserSession, OrganizationStatus, OrganizationType
 from gateway.identity.credit_code import check_character
 from gateway.identity.sessions import SessionService
-from gateway.settings import load_settings
-
-NEW_PASSWORD = "correct-horse-battery"  # noqa: S105 - a test password
-
-
-@dataclass
-class Console:
-    client: TestClient
-    found: Services
-    admin_password: str
-
-    def entries(self) -> list[dict[str, Any]]:
-        return [parse(line) for _, line in self.found.ledger.entries(0)]
-
-    def sign_in(self, username: str, password: str, **extra: str) -> Response:
-        token = form_token(self.client.get("/login"))
-        data = {"username": username, "password": password, "csrf_token": token, **extra}
-        return self.client.post("/login", data=data)
-
-    def sign_in_admin(self) -> Response:
-        """First sign-in with the one-time password, the forced change, and sign-in again."""
-        changed = self.change_password(self.sign_in("admin", self.admin_password))
-        assert "notice" in changed.text
-        return self.sign_in("admin", NEW_PASSWORD)
-
-    def change_password(self, page: Response, current: str | None = None) -> Response:
-        assert page.url.path == "/account/password", page.url
-        return self.client.post(
-            "/account/password",
-            data={
-                "current": current or self.admin_password,
-                "new": NEW_PASSWORD,
-                "repeat": NEW_PASSWORD,
-                "csrf_token": form_token(page),
-            },
-        )
-
-
-def form_token(page: Response) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert found, page.text
-    return found.group(1)
-
-
-def session_cookie(client: TestClient) -> str:
-    return client.cookies["__Host-sbx_session"]
-
-
-@pytest.fixture
-def console(database_url: str, tmp_path: Path) -> Iterator[Console]:
-    settings = load_settings(data_dir=tmp_path / "var", database_url=database_url)
-    found = open_services(settings)
-    made = found.identity.bootstrap_admin(operator_name="运营", credit_code="91370200MA3C0Q0X12")
-    assert made is not None
-    with TestClient(create_app(settings, found), base_url="https://testserver") as client:
-        yield Console(client, found, made[1])
-    found.close()
+from tests.webconsole import NEW_PASSWORD, Console, form_token, session_cookie
 
 
 def test_pages_send_the_anonymous_to_sign_in_and_back(console: Console) -> None:
@@ -305,3 +240,22 @@ def test_the_second_factor_is_set_up_from_the_console(console: Console) -> None:
     at = datetime.now(UTC) + timedelta(seconds=30)  # the next step: a code not used yet
     with_code = console.sign_in("admin", NEW_PASSWORD, totp=totp.at(at))
     assert with_code.url.path == "/"
+
+
+def test_signing_in_again_ends_the_previous_session(console: Console) -> None:
+    console.sign_in_admin()
+    first = session_cookie(console.client)
+    # A sign-in form left open in another tab, posted while the session is alive.
+    console.client.cookies.delete("__Host-sbx_session")
+    token = form_token(console.client.get("/login"))
+    console.client.cookies.set("__Host-sbx_session", first, domain="testserver.local")
+    again = console.client.post(
+        "/login", data={"username": "admin", "password": NEW_PASSWORD, "csrf_token": token}
+    )
+    assert again.url.path == "/"
+    second = session_cookie(console.client)
+    assert first != second
+    assert console.found.browser_sessions.resolve(first) is None
+    assert console.found.browser_sessions.resolve(second) is not None
+    closed = [e for e in console.entries() if e["action"] == "session.close"]
+    assert closed[-1]["detail"]["reason"] == "signed in again"

@@ -20,3 +20,11 @@ def test_cli_reference_is_current(tmp_path: Path) -> None:
     )
     committed = (REPO_ROOT / "docs" / "reference" / "cli.md").read_text()
     assert generated.read_text() == committed, "docs/reference/cli.md is stale: run `make docs`"
+
+
+def test_configuration_reference_is_current() -> None:
+    from gateway.settings import reference_table
+
+    committed = (REPO_ROOT / "docs" / "reference" / "configuration.md").read_text()
+    assert reference_table() in committed, "docs/reference/configuration.md is stale: make docs"
+    assert "`web.secure_cookies`" in reference_table()  # nested settings are listed

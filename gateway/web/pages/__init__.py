@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from gateway.web.pages import auth, home
+from gateway.web.pages import auth, home, organizations
 
-ROUTERS = (auth.router, home.router)
+ROUTERS = (auth.router, home.router, organizations.router)

@@ -92,6 +92,9 @@ def login(
             status_code=status.HTTP_403_FORBIDDEN,
         )
     client = request.client.host if request.client else ""
+    previous = browser_session(found, request)
+    if previous is not None:  # a new sign-in never continues an old session
+        found.browser_sessions.sign_out(previous, reason="signed in again")
     try:
         signed_in = found.browser_sessions.sign_in(
             username, password, totp=totp or None, client=client
