@@ -58,6 +58,7 @@ PLATFORM = "org:platform"  # the domain the system actors act in
 MIN_PASSWORD_LENGTH = 12
 TOKEN_PREFIX = "sbx_"  # noqa: S105 - not a secret: lets scanners recognise a leaked token
 MAX_TOKEN_DAYS = 365
+TOKEN_USE_EVERY = timedelta(seconds=60)  # how often a token's last use is written
 MAX_PAGE = 100
 MAX_OFFSET = 1_000_000
 MAX_REASON = 500
@@ -219,6 +220,13 @@ def can_administer(
     """Whether the self-administration rule lets ``actor`` act here (the policy aside)."""
     refusal = self_administration_refusal(actor, organization_id=organization_id, user_id=user_id)
     return refusal is None
+
+
+def can_sign_in(user: User) -> bool:
+    """Whether the user's account and organization are both active (any credential)."""
+    return (
+        user.status is UserStatus.ACTIVE and user.organization.status is OrganizationStatus.ACTIVE
+    )
 
 
 def actor_of(account: Account) -> Actor:
@@ -679,6 +687,7 @@ class IdentityService:
         def change(user: User, session: Session) -> dict[str, Any]:
             user.password_hash = self.hasher.hash(password)
             user.must_change_password = True
+            user.password_changed_at = self.clock()  # the user's open sessions end
             user.failed_logins, user.locked_until = 0, None
             return {}
 
@@ -942,11 +951,11 @@ class IdentityService:
             if token is None or token.revoked_at is not None or token.expires_at <= now:
                 raise SignInFailed()
             user = _get(session, User, token.user_id)
-            if (
-                user.status is not UserStatus.ACTIVE
-                or user.organization.status is not OrganizationStatus.ACTIVE
-            ):
+            if not can_sign_in(user):
                 raise SignInFailed()
+            if token.last_used_at is None or now - token.last_used_at >= TOKEN_USE_EVERY:
+                token.last_used_at = now  # what a token's owner sees; not a platform change
+                session.commit()
             account = Account.of(user)
             self._sync_grants(session, account)
             return account
@@ -965,6 +974,7 @@ class IdentityService:
                 raise IdentityError("the new password must differ from the current one")
             user.password_hash = self.hasher.hash(new)
             user.must_change_password = False
+            user.password_changed_at = self.clock()
             self.record(_entry(f"user:{user.id}", "user.password", f"user:{user.id}", "ok", {}))
 
 

@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.db.models import BrowserSession, OrganizationStatus, User, UserStatus
-from gateway.identity.service import Account, IdentityService, Record
+from gateway.db.models import BrowserSession, User
+from gateway.identity.service import Account, IdentityService, Record, can_sign_in
 
 SEEN_EVERY = timedelta(seconds=60)  # write last_seen_at at most this often per session
 
@@ -111,8 +111,10 @@ class SessionService:
             if row.last_seen_at + self.idle <= now:
                 return None
             user = session.get(User, row.user_id)
-            if user is None or not _active(user):
+            if user is None or not can_sign_in(user):
                 return None
+            if user.password_changed_at is not None and row.created_at < user.password_changed_at:
+                return None  # opened with a password that has been changed or reset since
             if now - row.last_seen_at >= SEEN_EVERY:
                 row.last_seen_at = now
             active = ActiveSession(row.id, row.csrf_token, Account.of(user))
@@ -166,12 +168,6 @@ def second_factor_enabled(sessions: sessionmaker[Session], user_id: str) -> bool
     with sessions() as session:
         user = session.get(User, user_id)
         return user is not None and user.totp_secret is not None
-
-
-def _active(user: User) -> bool:
-    return (
-        user.status is UserStatus.ACTIVE and user.organization.status is OrganizationStatus.ACTIVE
-    )
 
 
 def _hash(secret: str) -> str:

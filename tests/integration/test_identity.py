@@ -14,7 +14,7 @@ from audit import Ledger
 from audit.entry import parse
 from gateway.authz import Actor, Authorizer, Denied
 from gateway.db import make_engine, migrate, session_factory
-from gateway.db.models import OrganizationStatus, OrganizationType
+from gateway.db.models import ApiToken, OrganizationStatus, OrganizationType
 from gateway.identity.credit_code import check_character
 from gateway.identity.service import (
     Conflict,
@@ -25,6 +25,7 @@ from gateway.identity.service import (
     SignInFailed,
     actor_of,
 )
+from gateway.identity.sessions import SessionService
 from tests.conftest import REPO_ROOT
 
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)  # still argon2id
@@ -670,3 +671,36 @@ def test_grants_changed_elsewhere_apply_once_a_resolved_account_is_synced(world:
     assert world.service.authorizer.allows(ann.actor(), "application", "submit")
     world.service.sync_grants(resolved)
     assert not world.service.authorizer.allows(ann.actor(), "application", "submit")
+
+
+def test_a_tokens_last_use_is_kept_without_a_write_per_request(world: World) -> None:
+    token_id, secret = world.service.issue_token(world.admin, name="reports")
+
+    def last_used() -> datetime | None:
+        with world.service.sessions() as session:
+            return session.get(ApiToken, token_id).last_used_at  # type: ignore[union-attr]
+
+    assert last_used() is None
+    world.service.authenticate_token(secret)
+    first = world.clock.now
+    assert last_used() == first
+    world.clock.now += timedelta(seconds=30)
+    world.service.authenticate_token(secret)
+    assert last_used() == first  # at most one write a minute
+    world.clock.now += timedelta(seconds=31)
+    world.service.authenticate_token(secret)
+    assert last_used() == world.clock.now
+
+
+def test_a_password_reset_ends_the_sessions_opened_before_it(world: World) -> None:
+    unit = organization(world, 90, OrganizationType.APPLICATION_UNIT)
+    user, password = member(world, unit.id, "zhou", "applicant")
+    browser = SessionService(world.service.sessions, world.service, world.record, clock=world.clock)
+    before = browser.sign_in("zhou", password)
+    assert browser.resolve(before.secret) is not None
+    world.clock.now += timedelta(seconds=1)
+    _, one_time = world.service.reset_password(world.admin, user.id, "lost phone")
+    assert browser.resolve(before.secret) is None
+    world.clock.now += timedelta(seconds=1)
+    after = browser.sign_in("zhou", one_time)
+    assert browser.resolve(after.secret) is not None

@@ -146,7 +146,8 @@ def test_sessions_end_when_idle_when_old_and_when_the_organization_is_suspended(
     console: Console,
 ) -> None:
     found = console.found
-    now = [datetime.now(UTC)]
+    console.change_password(console.sign_in("admin", console.admin_password))
+    now = [datetime.now(UTC) + timedelta(seconds=1)]  # after the password change
     browser = SessionService(
         found.sessions,
         found.identity,
@@ -155,7 +156,6 @@ def test_sessions_end_when_idle_when_old_and_when_the_organization_is_suspended(
         lifetime=timedelta(hours=12),
         clock=lambda: now[0],
     )
-    console.change_password(console.sign_in("admin", console.admin_password))
     opened = browser.sign_in("admin", NEW_PASSWORD)
     for step in range(1, 26):  # used every 29 minutes: alive until its 12 hours are up
         now[0] += timedelta(minutes=29)
