@@ -23,7 +23,8 @@ from gateway.api.limits import BodyLimit
 from gateway.api.routes import health, me, organizations, users
 from gateway.authz import Authorizer, Denied
 from gateway.db import make_engine, migrate, session_factory
-from gateway.identity.service import Conflict, IdentityError, IdentityService, NotFound
+from gateway.identity.model import Conflict, IdentityError, NotFound
+from gateway.identity.service import IdentityService
 from gateway.settings import Settings
 
 API_PREFIX = "/api/v1"

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from audit import Ledger
 from gateway.authz import Authorizer
-from gateway.identity.service import Account, IdentityService, SignInFailed
+from gateway.identity.model import Account, SignInFailed
+from gateway.identity.service import IdentityService
 from gateway.identity.sessions import ActiveSession, SessionService
 from gateway.settings import WebSettings
 

@@ -42,16 +42,16 @@ from gateway.db.models import (
     VerificationStatus,
 )
 from gateway.identity.credit_code import LENGTH as CREDIT_CODE_LENGTH
-from gateway.identity.service import (
+from gateway.identity.model import (
     MAX_PAGE,
     Conflict,
     IdentityError,
-    IdentityService,
     NotFound,
     OrganizationSnapshot,
     Page,
     UserSnapshot,
 )
+from gateway.identity.service import IdentityService
 
 org_app = typer.Typer(
     help="Organizations: create, list, show, suspend, verify, flag.", no_args_is_help=True

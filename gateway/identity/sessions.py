@@ -21,7 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.db.models import BrowserSession, User
-from gateway.identity.service import Account, IdentityService, Record, can_sign_in
+from gateway.identity.model import Account, Record, can_sign_in
+from gateway.identity.service import IdentityService
 
 SEEN_EVERY = timedelta(seconds=60)  # write last_seen_at at most this often per session
 

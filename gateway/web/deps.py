@@ -23,7 +23,7 @@ from gateway.api.deps import (
     browser_session,
     record_forbidden,
 )
-from gateway.identity.service import Account
+from gateway.identity.model import Account
 from gateway.identity.sessions import ActiveSession
 
 CSRF_FIELD = "csrf_token"

@@ -21,7 +21,8 @@ from gateway.authz import Actor, Authorizer
 from gateway.db import make_engine, migrate, session_factory
 from gateway.db.models import User
 from gateway.identity.credit_code import check_character
-from gateway.identity.service import Account, IdentityService
+from gateway.identity.model import Account
+from gateway.identity.service import IdentityService
 from gateway.settings import load_settings
 
 

@@ -20,7 +20,8 @@ from gateway.api.deps import Services
 from gateway.authz import Authorizer
 from gateway.db import make_engine, migrate, session_factory
 from gateway.db.models import OrganizationType
-from gateway.identity.service import Account, IdentityService, LockoutPolicy, SignInFailed
+from gateway.identity.model import Account, LockoutPolicy, SignInFailed
+from gateway.identity.service import IdentityService
 from gateway.settings import load_settings
 from tests.integration.test_identity import FAST_HASHER, Clock, credit_code
 

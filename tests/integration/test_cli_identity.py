@@ -18,7 +18,7 @@ from gateway.api import open_services
 from gateway.api.deps import Services
 from gateway.cli import app
 from gateway.cli.identity import os_user
-from gateway.identity.service import SignInFailed
+from gateway.identity.model import SignInFailed
 from gateway.settings import load_settings
 from tests.integration.test_identity import credit_code
 

@@ -16,15 +16,15 @@ from gateway.authz import Actor, Authorizer, Denied
 from gateway.db import make_engine, migrate, session_factory
 from gateway.db.models import ApiToken, OrganizationStatus, OrganizationType
 from gateway.identity.credit_code import check_character
-from gateway.identity.service import (
+from gateway.identity.model import (
     Conflict,
     IdentityError,
-    IdentityService,
     LockoutPolicy,
     NotFound,
     SignInFailed,
     actor_of,
 )
+from gateway.identity.service import IdentityService
 from gateway.identity.sessions import SessionService
 from tests.conftest import REPO_ROOT
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 
 from gateway.api.deps import Requires
 from gateway.api.routes.users import AccountPublic
-from gateway.identity.service import Account
+from gateway.identity.model import Account
 
 router = APIRouter(prefix="/me", tags=["me"])
 

@@ -16,7 +16,7 @@ from gateway.db.models import (
     OrganizationType,
     VerificationStatus,
 )
-from gateway.identity.service import (
+from gateway.identity.model import (
     MAX_OFFSET,
     MAX_PAGE,
     MAX_REASON,

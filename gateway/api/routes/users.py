@@ -19,7 +19,7 @@ from gateway.api.routes.organizations import (
     Search,
 )
 from gateway.db.models import UserStatus
-from gateway.identity.service import MAX_REASON, Account, UserSnapshot
+from gateway.identity.model import MAX_REASON, Account, UserSnapshot
 
 router = APIRouter(tags=["users"], responses=PROBLEMS)
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
 
 from gateway.api.deps import Public, ServicesDep, browser_session
-from gateway.identity.service import IdentityError, SignInFailed
+from gateway.identity.model import IdentityError, SignInFailed
 from gateway.identity.sessions import second_factor_enabled
 from gateway.web.deps import CSRF_FIELD, Page, Viewer, safe_next
 from gateway.web.i18n import LOCALE_COOKIE, LOCALES

@@ -23,12 +23,7 @@ from gateway.db.models import (
     UserStatus,
     VerificationStatus,
 )
-from gateway.identity.service import (
-    Conflict,
-    IdentityError,
-    NotFound,
-    can_administer,
-)
+from gateway.identity.model import Conflict, IdentityError, NotFound, can_administer
 from gateway.web.deps import Page, PageRefused, Viewer
 from gateway.web.pages.home import N_, ORGANIZATION_TYPES, ROLE_NAMES
 from gateway.web.render import gettext_for, render
