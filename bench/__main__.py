@@ -1,4 +1,5 @@
-"""``python -m bench [appends|verify|proofs|authz|all] [--quick] [--rebuild] [--markdown FILE]``."""
+"""``python -m bench [appends|verify|proofs|authz|http|all] [--quick] [--rebuild]
+[--markdown FILE]``."""
 
 from __future__ import annotations
 
@@ -14,19 +15,20 @@ from bench.common import VAR, Results, Table, console, machine_info
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmarks of the audit ledger and policy decisions, each against a "
-        "baseline measured in the same run. Results are written up in docs/benchmarks.md.",
+        description="Benchmarks of the audit ledger, policy decisions and the gateway's HTTP "
+        "requests, each against a baseline measured in the same run. Results are written up "
+        "in docs/benchmarks.md.",
     )
     parser.add_argument(
         "what",
         nargs="?",
         default="all",
-        choices=("appends", "verify", "proofs", "authz", "all"),
+        choices=("appends", "verify", "proofs", "authz", "http", "all"),
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="small sizes (10^5 entries at most) and 1 s per append run: < 1 minute",
+        help="small sizes (10^5 entries at most), 1 s per append run and 2 s per HTTP run",
     )
     parser.add_argument(
         "--rebuild",
@@ -76,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
 
         console.rule("policy decisions")
         authz.run(results, quick=args.quick)
+    if args.what in ("http", "all"):
+        from bench import http
+
+        console.rule("HTTP requests")
+        http.run(results, quick=args.quick)
     elapsed = time.perf_counter() - started
     console.print(f"done in {elapsed:.0f} s (cached ledgers in {VAR})")
 

@@ -95,6 +95,29 @@ def audit_version() -> str:
     return f"{head}" + (" + uncommitted changes in audit/" if dirty else "")
 
 
+def tree_version(folder: str) -> str:
+    """The commit the working tree is at, and whether ``folder`` has local changes."""
+    import subprocess
+
+    git = shutil.which("git")
+    if git is None:
+        return "unknown (git not found)"
+    try:
+        head = subprocess.run(
+            [git, "log", "-1", "--format=%h"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [git, "status", "--porcelain", "--", folder],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{folder}/ at {head}" + (f" + uncommitted changes in {folder}/" if dirty else "")
+
+
 def machine_info() -> dict[str, str]:
     VAR.mkdir(parents=True, exist_ok=True)
     return {
