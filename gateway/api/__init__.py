@@ -8,11 +8,10 @@ commit serves every request handler) and loads the policy, recording the load.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response, status
+from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
 from audit import Ledger, LedgerError
@@ -88,41 +87,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     web.mount(app, api_prefix=API_PREFIX)
     app.add_middleware(BodyLimit)
 
-    @app.middleware("http")
-    async def request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request_id = context.request_id_from(request.headers.get("x-request-id"))
-        client = request.client.host if request.client else ""
-        token = context.current.set(
-            context.RequestContext(request_id, client, request.method, request.url.path)
-        )
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            context.current.reset(token)
-        response.headers["X-Request-ID"] = request_id
-        response.headers.update(
-            SECURITY_HEADERS if request.url.path != f"{API_PREFIX}/docs" else DOCS_HEADERS
-        )
-        elapsed = round((time.perf_counter() - started) * 1000, 2)
-        log.info(
-            "%s %s %d",
-            request.method,
-            request.url.path,
-            response.status_code,
-            extra={
-                "request_id": request_id,
-                "method": request.method,
-                "path": request.url.path,
-                "status": response.status_code,
-                "ms": elapsed,
-                "user": getattr(request.state, "user", None),
-                "client": client,
-            },
-        )
-        return response
+    app.add_middleware(
+        context.RequestContextMiddleware,
+        headers=SECURITY_HEADERS,
+        exceptions={f"{API_PREFIX}/docs": DOCS_HEADERS},
+    )
 
     def problem(code: int, reason: str) -> JSONResponse:
         return JSONResponse({"detail": reason}, status_code=code)

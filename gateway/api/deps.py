@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from audit import Ledger
 from gateway.authz import Authorizer
@@ -63,7 +64,7 @@ class Services:
             engine.dispose()
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
@@ -164,10 +165,13 @@ class Requires(Declaration):
     def __init__(self, obj: str, act: str) -> None:
         self.obj, self.act = obj, act
 
-    def __call__(self, found: ServicesDep, account: CurrentAccount) -> Account:
+    async def __call__(self, found: ServicesDep, account: CurrentAccount) -> Account:
+        # Deciding is a lookup in memory, done on the event loop; recording a refusal
+        # waits for the disk, in the thread pool.
         reason = found.authorizer.refusal(account.actor(), self.obj, self.act)
         if reason is not None:
-            record_forbidden(found, account, f"{self.obj}:{self.act}", reason)
+            action = f"{self.obj}:{self.act}"
+            await run_in_threadpool(record_forbidden, found, account, action, reason)
             raise Refused(status.HTTP_403_FORBIDDEN, reason)
         return account
 
@@ -175,5 +179,5 @@ class Requires(Declaration):
 class Public(Declaration):
     """``Depends(Public())``: a route anyone may call (health, readiness, sign-in)."""
 
-    def __call__(self) -> None:
+    async def __call__(self) -> None:
         return None

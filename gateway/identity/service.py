@@ -31,7 +31,7 @@ from typing import Any
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -82,7 +82,6 @@ from gateway.identity.model import (
     _shown,
     _token_hash,
     _totp_step,
-    can_sign_in,
     clean_text,
     grants_of,
     self_administration_refusal,
@@ -795,18 +794,56 @@ class IdentityService:
             raise SignInFailed()
         now = self.clock()
         with self.sessions() as session:
-            token = session.scalars(
-                select(ApiToken).where(ApiToken.token_hash == _token_hash(secret))
+            # Runs on every API request: two plain queries (the token with its user and
+            # organization, then the roles), no ORM objects.
+            found = session.execute(
+                select(
+                    ApiToken.id,
+                    ApiToken.revoked_at,
+                    ApiToken.expires_at,
+                    ApiToken.last_used_at,
+                    User.id,
+                    User.username,
+                    User.display_name,
+                    User.organization_id,
+                    User.must_change_password,
+                    User.failed_logins,
+                    User.status,
+                    Organization.status,
+                )
+                .join(User, User.id == ApiToken.user_id)
+                .join(Organization, Organization.id == User.organization_id)
+                .where(ApiToken.token_hash == _token_hash(secret))
             ).one_or_none()
-            if token is None or token.revoked_at is not None or token.expires_at <= now:
+            if found is None:
                 raise SignInFailed()
-            user = _get(session, User, token.user_id)
-            if not can_sign_in(user):
+            (token_id, revoked, expires, last_used, user_id, *person, user_status, org_status) = (
+                found
+            )
+            if (
+                revoked is not None
+                or expires <= now
+                or user_status is not UserStatus.ACTIVE
+                or org_status is not OrganizationStatus.ACTIVE
+            ):
                 raise SignInFailed()
-            if token.last_used_at is None or now - token.last_used_at >= TOKEN_USE_EVERY:
-                token.last_used_at = now  # what a token's owner sees; not a platform change
+            roles = session.scalars(select(RoleGrant.role).where(RoleGrant.user_id == user_id))
+            username, display_name, organization_id, must_change, failures = person
+            account = Account(
+                id=user_id,
+                username=username,
+                display_name=display_name,
+                organization_id=organization_id,
+                roles=frozenset(roles),
+                must_change_password=must_change,
+                failed_logins=failures,
+            )
+            if last_used is None or now - last_used >= TOKEN_USE_EVERY:
+                # What a token's owner sees; not a change of the platform's state.
+                session.execute(
+                    update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
+                )
                 session.commit()
-            account = Account.of(user)
             self._sync_grants(session, account)
             return account
 

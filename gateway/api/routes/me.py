@@ -14,5 +14,7 @@ router = APIRouter(prefix="/me", tags=["me"])
 
 
 @router.get("")
-def read_me(account: Annotated[Account, Depends(Requires("profile", "read"))]) -> AccountPublic:
+async def read_me(
+    account: Annotated[Account, Depends(Requires("profile", "read"))],
+) -> AccountPublic:
     return AccountPublic.model_validate(account)
