@@ -3,6 +3,9 @@ sessions, and schema migrations with Alembic."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,27 @@ def make_engine(url: str, **options: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **options)
 
 
+class _QueuedWrites(sessionmaker[Session]):
+    """Sessions for SQLite, which lets one transaction write at a time: ``begin()`` (how
+    every state change opens its transaction) first waits its turn on a lock in this
+    process. Without it, concurrent writers wait in SQLite's busy handler, which sleeps
+    and retries with growing pauses — seconds of tail latency under load, while the
+    writer ahead appends its audit entry durably (docs/benchmarks.md, section 5). Writers
+    in other processes (``sbx user`` beside the gateway) still meet at SQLite's lock."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine, expire_on_commit=False)
+        self._turn = threading.RLock()  # re-entrant: a write may nest another
+
+    @contextmanager
+    def begin(self) -> Iterator[Session]:
+        with self._turn, super().begin() as session:
+            yield session
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
+    if engine.dialect.name == "sqlite":
+        return _QueuedWrites(engine)
     return sessionmaker(engine, expire_on_commit=False)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -75,4 +76,39 @@ def test_organizations_and_users_round_trip_with_their_constraints(database_url:
     with pytest.raises(IntegrityError), sessions.begin() as session:
         again = session.scalars(select(User)).one()
         again.roles.append(RoleGrant(role="applicant", granted_by="user:admin"))
+    engine.dispose()
+
+
+def test_sqlite_writers_wait_their_turn_in_the_process(tmp_path: Path) -> None:
+    """On SQLite a second write transaction waits in a queue for the first one to end
+    (instead of in SQLite's sleeping busy handler); reads do not wait."""
+    import threading
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'q.db'}")
+    migrate(engine)
+    sessions = session_factory(engine)
+    inside, release, second_in = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with sessions.begin():
+            inside.set()
+            release.wait(10)
+
+    def second() -> None:
+        with sessions.begin():
+            second_in.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert inside.wait(10)
+    threads[1].start()
+    with sessions() as reader:  # reading goes on meanwhile
+        assert reader.scalars(select(Organization)).all() == []
+    assert not second_in.wait(0.3)  # still queued behind the first writer
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert second_in.is_set()
+    with sessions.begin(), sessions.begin():  # a write may nest another in its thread
+        pass
     engine.dispose()
