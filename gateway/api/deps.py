@@ -90,18 +90,31 @@ def browser_session(found: Services, request: Request) -> ActiveSession | None:
     return resolved
 
 
-def current_account(
+async def current_account(
     found: ServicesDep,
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Account:
+    """On the event loop when the token cache answers; the database, the ledger (for a
+    refusal) and browser sessions are reached through the thread pool."""
     if credentials is not None:
-        try:
-            account = found.identity.authenticate_token(credentials.credentials)
-        except SignInFailed:
-            refuse(found, "anonymous", status.HTTP_401_UNAUTHORIZED, "the token is not valid")
+        secret = credentials.credentials
+        account = found.identity.cached_token(secret)
+        if account is None:
+            try:
+                account = await run_in_threadpool(found.identity.authenticate_token, secret)
+            except SignInFailed:
+                reason = "the token is not valid"
+                await run_in_threadpool(
+                    record_refusal, found, "anonymous", status.HTTP_401_UNAUTHORIZED, reason
+                )
+                raise refusal(status.HTTP_401_UNAUTHORIZED, reason) from None
         request.state.user = account.id
         return account
+    return await run_in_threadpool(_session_account, found, request)
+
+
+def _session_account(found: Services, request: Request) -> Account:
     active = browser_session(found, request)
     if active is None:
         refuse(found, "anonymous", status.HTTP_401_UNAUTHORIZED, "sign in first")
@@ -146,8 +159,13 @@ def record_forbidden(found: Services, account: Account, action: str, reason: str
 def refuse(found: Services, actor: str, code: int, reason: str, **detail: Any) -> NoReturn:
     """Record the refusal, then answer it (401 asks for a token)."""
     record_refusal(found, actor, code, reason, **detail)
+    raise refusal(code, reason)
+
+
+def refusal(code: int, reason: str) -> Refused:
+    """The answer to a refused request (401 asks for a token)."""
     headers = {"WWW-Authenticate": "Bearer"} if code == status.HTTP_401_UNAUTHORIZED else None
-    raise Refused(code, reason, headers=headers)
+    return Refused(code, reason, headers=headers)
 
 
 CurrentAccount = Annotated[Account, Depends(current_account)]

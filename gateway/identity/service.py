@@ -86,6 +86,7 @@ from gateway.identity.model import (
     grants_of,
     self_administration_refusal,
 )
+from gateway.identity.tokencache import TokenCache
 
 
 class IdentityService:
@@ -106,6 +107,7 @@ class IdentityService:
         self.lockout = lockout or LockoutPolicy()
         self.clock = clock
         self._standing: tuple[Grant, ...] = ()  # grants of system actors, not in the database
+        self.tokens = TokenCache(sessions)
         with sessions() as session:
             self._refresh_grants(session)
 
@@ -793,9 +795,10 @@ class IdentityService:
         if not secret.startswith(TOKEN_PREFIX):
             raise SignInFailed()
         now = self.clock()
+        generation = self.tokens.generation
         with self.sessions() as session:
-            # Runs on every API request: two plain queries (the token with its user and
-            # organization, then the roles), no ORM objects.
+            # Runs for every request the token cache cannot answer: two plain queries (the
+            # token with its user and organization, then the roles), no ORM objects.
             found = session.execute(
                 select(
                     ApiToken.id,
@@ -845,7 +848,14 @@ class IdentityService:
                 )
                 session.commit()
             self._sync_grants(session, account)
-            return account
+        self.tokens.put(secret, account, expires, generation)
+        return account
+
+    def cached_token(self, secret: str) -> Account | None:
+        """The account of a token resolved in the last seconds, if nothing changed since
+        (see :mod:`gateway.identity.tokencache`); ``None``: ask :meth:`authenticate_token`.
+        No I/O: safe to call on the event loop."""
+        return self.tokens.get(secret, self.clock())
 
     def set_password(self, user_id: str, old: str, new: str) -> None:
         """Change one's own password (the one-time password must be changed first)."""

@@ -704,3 +704,31 @@ def test_a_password_reset_ends_the_sessions_opened_before_it(world: World) -> No
     world.clock.now += timedelta(seconds=1)
     after = browser.sign_in("zhou", one_time)
     assert browser.resolve(after.secret) is not None
+
+
+def test_the_token_cache_forgets_at_every_change_and_after_seconds(world: World) -> None:
+    token_id, secret = world.service.issue_token(world.admin, name="cached", days=1)
+    assert world.service.cached_token(secret) is None  # nothing read yet
+    account = world.service.authenticate_token(secret)  # writes last_used_at: not kept
+    assert world.service.cached_token(secret) is None
+    assert world.service.authenticate_token(secret) == account
+    assert world.service.cached_token(secret) == account
+    world.clock.now += timedelta(days=1)  # the token's own expiry holds in the cache
+    assert world.service.cached_token(secret) is None
+    world.clock.now -= timedelta(days=1)
+    assert world.service.cached_token(secret) == account
+    world.service.revoke_token(world.admin, token_id)  # any commit empties the cache
+    assert world.service.cached_token(secret) is None
+    with pytest.raises(SignInFailed):
+        world.service.authenticate_token(secret)
+    _, other = world.service.issue_token(world.admin, name="other")
+    world.service.authenticate_token(other)
+    world.service.authenticate_token(other)
+    elapsed = [0.0]
+    world.service.tokens.monotonic = lambda: elapsed[0]
+    world.service.tokens.put(
+        other, account, world.clock.now + timedelta(days=1), world.service.tokens.generation
+    )
+    assert world.service.cached_token(other) == account
+    elapsed[0] += world.service.tokens.ttl  # what another process changed shows after ttl
+    assert world.service.cached_token(other) is None
