@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from audit import Ledger, LedgerError
@@ -106,8 +106,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         return problem(code, str(exc))
 
     @app.exception_handler(LedgerError)
-    async def unrecorded(_: Request, exc: LedgerError) -> JSONResponse:
+    async def unrecorded(request: Request, exc: LedgerError) -> Response:
         log.error("the ledger refused a write: %s", exc)  # fail closed: nothing was done
-        return problem(status.HTTP_503_SERVICE_UNAVAILABLE, "the audit ledger is unavailable")
+        reason = "the audit ledger is unavailable; nothing was changed"
+        if not request.url.path.startswith(API_PREFIX):  # a console page
+            return web.problem_page(request, web.LEDGER_DOWN, reason, 503)
+        return problem(status.HTTP_503_SERVICE_UNAVAILABLE, reason)
 
     return app

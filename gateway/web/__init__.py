@@ -17,8 +17,8 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from gateway.web.deps import PageRefused
+from gateway.web.i18n import N_
 from gateway.web.pages import ROUTERS
-from gateway.web.pages.home import N_
 from gateway.web.render import render
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -39,12 +39,8 @@ def mount(app: FastAPI, *, api_prefix: str) -> None:
             f"{'.'.join(str(part) for part in error['loc'][1:])}: {error['msg']}"
             for error in exc.errors()
         )
-        return render(
-            request,
-            "problem.html",
-            heading=N_("The request is not valid"),
-            reason=reasons,
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        return problem_page(
+            request, N_("The request is not valid"), reasons, status.HTTP_422_UNPROCESSABLE_CONTENT
         )
 
     @app.exception_handler(PageRefused)
@@ -52,3 +48,11 @@ def mount(app: FastAPI, *, api_prefix: str) -> None:
         if exc.location is not None:
             return RedirectResponse(exc.location, status_code=status.HTTP_303_SEE_OTHER)
         return render(request, "refused.html", reason=exc.reason, status_code=exc.code)
+
+
+def problem_page(request: Request, heading: str, reason: str, status_code: int) -> Response:
+    """A console page that says what went wrong (``heading`` is a catalogue message)."""
+    return render(request, "problem.html", heading=heading, reason=reason, status_code=status_code)
+
+
+LEDGER_DOWN = N_("The audit ledger is unavailable")

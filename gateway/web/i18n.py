@@ -24,6 +24,11 @@ LOCALE_COOKIE = "sbx_lang"
 CATALOGUES = Path(__file__).resolve().parent / "locales"
 
 
+def N_(message: str) -> str:  # noqa: N802 - the gettext convention for "translate later"
+    """Marks a message for the catalogue; templates translate it when they show it."""
+    return message
+
+
 def pick_locale(cookie: str | None) -> str:
     return cookie if cookie in LOCALES else DEFAULT_LOCALE
 

@@ -156,3 +156,22 @@ def test_admins_cannot_administer_themselves_and_disabling_ends_sessions(
         f"/users/{other.account.id}/password", data={"reason": "忘记密码", "csrf_token": csrf}
     )
     assert reset.status_code == 200 and 'data-testid="one-time-password"' in reset.text
+
+
+def test_a_ledger_outage_fails_closed_with_a_page_and_changes_nothing(console: Console) -> None:
+    csrf = form_token(console.sign_in_admin())
+    admin = console.found.identity.authenticate("admin", NEW_PASSWORD).actor()
+    console.found.ledger.close()  # appends are refused from now on
+    failed = console.client.post(
+        "/organizations",
+        data={"type": "provider", "name": "水务", "credit_code": UNIT_CODE, "csrf_token": csrf},
+    )
+    assert failed.status_code == 503
+    assert "<h1>审计账本不可用</h1>" in failed.text and "nothing was changed" in failed.text
+    assert console.found.identity.list_organizations(admin).total == 1  # the operator only
+    api = console.client.post(
+        "/api/v1/organizations",
+        json={"type": "provider", "name": "水务", "credit_code": UNIT_CODE},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert api.status_code == 503 and "nothing was changed" in api.json()["detail"]

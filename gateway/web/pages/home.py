@@ -9,13 +9,8 @@ from fastapi.responses import Response
 
 from gateway.api.deps import ServicesDep
 from gateway.web.deps import Page, Viewer
+from gateway.web.i18n import N_
 from gateway.web.render import render
-
-
-def N_(message: str) -> str:  # noqa: N802 - the gettext convention for "translate later"
-    """Marks a message for the catalogue; templates translate it when they show it."""
-    return message
-
 
 router = APIRouter(include_in_schema=False)
 

@@ -25,7 +25,8 @@ from gateway.db.models import (
 )
 from gateway.identity.model import Conflict, IdentityError, NotFound, can_administer
 from gateway.web.deps import Page, PageRefused, Viewer
-from gateway.web.pages.home import N_, ORGANIZATION_TYPES, ROLE_NAMES
+from gateway.web.i18n import N_
+from gateway.web.pages.home import ORGANIZATION_TYPES, ROLE_NAMES
 from gateway.web.render import gettext_for, render
 
 router = APIRouter(include_in_schema=False)
