@@ -204,6 +204,8 @@ class Ledger:
 
     def append_many(self, entries: Iterable[dict[str, Any]]) -> list[Receipt]:
         """Append entries (each a mapping of :meth:`append`'s arguments) in one commit."""
+        if self._closing:
+            raise LedgerError("the ledger is closed")
         bodies = []
         for number, item in enumerate(entries):
             if not isinstance(item, dict):

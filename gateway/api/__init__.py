@@ -2,7 +2,8 @@
 
 :func:`create_app` builds the application for one :class:`~gateway.settings.Settings`:
 on start-up it migrates the database, opens the ledger (one writer per process; its group
-commit serves every request handler) and loads the policy, recording the load.
+commit serves every request handler), starts the write queue (state changes applied in
+batches, :mod:`gateway.db.writes`) and loads the policy, recording the load.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from gateway.api.limits import BodyLimit
 from gateway.api.routes import health, me, organizations, users
 from gateway.authz import Authorizer, Denied
 from gateway.db import make_engine, migrate, session_factory
+from gateway.db.writes import WriteQueue
 from gateway.identity.model import Conflict, IdentityError, NotFound
 from gateway.identity.service import IdentityService
 from gateway.settings import Settings
@@ -50,10 +52,10 @@ def open_services(settings: Settings) -> Services:
     engine = make_engine(settings.database)
     migrate(engine)
     ledger = Ledger(settings.ledger_dir, settings.ledger.options())
-    record = context.recorder(ledger)
-    authorizer = Authorizer(settings.policies_dir, record)
     sessions = session_factory(engine)
-    identity = IdentityService(sessions, authorizer, record)
+    writes = WriteQueue(sessions, context.LedgerSink(ledger))
+    authorizer = Authorizer(settings.policies_dir, writes.record)
+    identity = IdentityService(sessions, authorizer, writes.record, writes=writes)
     return Services(
         sessions=sessions,
         ledger=ledger,

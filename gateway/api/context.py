@@ -1,6 +1,6 @@
 """What the gateway knows about the request being served, for the audit record.
 
-:class:`RequestContextMiddleware` sets it; :func:`recorder` adds it to every ledger entry
+:class:`RequestContextMiddleware` sets it; :class:`LedgerSink` adds it to every ledger entry
 written while the request is served, so domain services need not pass request ids
 around. The middleware also answers with the request id and the security headers, and
 logs one JSON line per request (see :mod:`gateway.logs`).
@@ -13,7 +13,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,23 +46,36 @@ def request_id_from(header: str | None) -> str:
     return secrets.token_hex(12)
 
 
-def recorder(ledger: Ledger) -> Callable[[dict[str, Any]], None]:
-    """A record function for services: appends durably, with the request's context."""
+class LedgerSink:
+    """Where the gateway's audit entries go (an :class:`~gateway.db.writes.AuditSink`): the
+    ledger, each entry with the context of the request it was recorded in, so domain
+    services need not pass request ids around."""
 
-    def record(fields: dict[str, Any]) -> None:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def prepare(self, fields: dict[str, Any]) -> dict[str, Any]:
         context = current.get()
-        if context is not None:
-            detail = dict(fields.get("detail") or {})
-            detail["request"] = {
-                "client": context.client,
-                "id": context.request_id,
-                "method": context.method,
-                "path": context.path,
-            }
-            fields = {**fields, "detail": detail}
-        ledger.append(**fields)
+        if context is None:
+            return fields
+        detail = dict(fields.get("detail") or {})
+        detail["request"] = {
+            "client": context.client,
+            "id": context.request_id,
+            "method": context.method,
+            "path": context.path,
+        }
+        return {**fields, "detail": detail}
 
-    return record
+    def append(self, fields: dict[str, Any]) -> None:
+        self.ledger.append(**fields)
+
+    def append_many(self, entries: list[dict[str, Any]]) -> None:
+        self.ledger.append_many(entries)
+
+    def __call__(self, fields: dict[str, Any]) -> None:
+        """Record one entry now, durably."""
+        self.append(self.prepare(fields))
 
 
 class RequestContextMiddleware:

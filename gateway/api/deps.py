@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from audit import Ledger
 from gateway.authz import Authorizer
+from gateway.db.writes import WriteQueue
 from gateway.identity.model import Account, SignInFailed
 from gateway.identity.service import IdentityService
 from gateway.identity.sessions import ActiveSession, SessionService
@@ -42,7 +43,6 @@ class Services:
         self.browser_sessions = SessionService(
             self.sessions,
             self.identity,
-            self.identity.record,
             idle=self.web.idle,
             lifetime=self.web.lifetime,
             clock=self.identity.clock,
@@ -53,11 +53,18 @@ class Services:
         """``__Host-`` binds the cookie to this exact origin, path / and HTTPS."""
         return "__Host-sbx_session" if self.web.secure_cookies else "sbx_session"
 
+    @property
+    def writes(self) -> WriteQueue:
+        """The process's write queue: every state change goes through it."""
+        return self.identity.writes
+
     def record(self, fields: dict[str, Any]) -> None:
         self.identity.record(fields)
 
     def close(self) -> None:
-        """Close the ledger (its last checkpoint is signed) and the database connections."""
+        """Apply the queued writes, close the ledger (its last checkpoint is signed) and
+        the database connections."""
+        self.writes.close()
         self.ledger.close()
         engine = self.sessions.kw.get("bind")
         if engine is not None:
@@ -91,12 +98,12 @@ def browser_session(found: Services, request: Request) -> ActiveSession | None:
 
 
 async def current_account(
-    found: ServicesDep,
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    found: Services, request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Account:
-    """On the event loop when the token cache answers; the database, the ledger (for a
-    refusal) and browser sessions are reached through the thread pool."""
+    """The caller, by personal API token or browser session (401 when neither). On the
+    event loop when the token cache answers; the database, the ledger (for a refusal) and
+    browser sessions are reached through the thread pool. A plain function rather than a
+    dependency of its own: each dependency costs every request its resolution."""
     if credentials is not None:
         secret = credentials.credentials
         account = found.identity.cached_token(secret)
@@ -168,9 +175,6 @@ def refusal(code: int, reason: str) -> Refused:
     return Refused(code, reason, headers=headers)
 
 
-CurrentAccount = Annotated[Account, Depends(current_account)]
-
-
 class Declaration:
     """What a route declares about who may call it; every route has one (the test
     ``test_every_route_declares_who_may_call_it`` walks the application)."""
@@ -183,9 +187,15 @@ class Requires(Declaration):
     def __init__(self, obj: str, act: str) -> None:
         self.obj, self.act = obj, act
 
-    async def __call__(self, found: ServicesDep, account: CurrentAccount) -> Account:
+    async def __call__(
+        self,
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Account:
         # Deciding is a lookup in memory, done on the event loop; recording a refusal
         # waits for the disk, in the thread pool.
+        found: Services = request.app.state.services
+        account = await current_account(found, request, credentials)
         reason = found.authorizer.refusal(account.actor(), self.obj, self.act)
         if reason is not None:
             action = f"{self.obj}:{self.act}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.db.writes import WriterBusy, writing_here
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -36,28 +38,35 @@ def make_engine(url: str, **options: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **options)
 
 
-class _QueuedWrites(sessionmaker[Session]):
-    """Sessions for SQLite, which lets one transaction write at a time: ``begin()`` (how
-    every state change opens its transaction) first waits its turn on a lock in this
-    process. Without it, concurrent writers wait in SQLite's busy handler, which sleeps
-    and retries with growing pauses — seconds of tail latency under load, while the
-    writer ahead appends its audit entry durably (docs/benchmarks.md, section 5). Writers
-    in other processes (``sbx user`` beside the gateway) still meet at SQLite's lock."""
+class Sessions(sessionmaker[Session]):
+    """Sessions of the control plane's database. State changes go through the process's
+    :class:`~gateway.db.writes.WriteQueue`; ``begin()`` is for code outside it, and:
+
+    - refuses to run on the write queue's own thread while it applies a batch (the batch
+      holds the database's write lock: a second write transaction would wait for it);
+    - on SQLite, which lets one transaction write at a time, first waits its turn on a
+      lock in this process, which the write queue takes too. Without it, concurrent
+      writers wait in SQLite's busy handler, which sleeps and retries with growing pauses
+      (docs/benchmarks.md, section 5). Writers in other processes (``sbx user`` beside the
+      gateway) still meet at SQLite's lock.
+    """
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, expire_on_commit=False)
-        self._turn = threading.RLock()  # re-entrant: a write may nest another
+        self._turn: AbstractContextManager[Any] = (
+            threading.RLock() if engine.dialect.name == "sqlite" else nullcontext()
+        )
 
     @contextmanager
     def begin(self) -> Iterator[Session]:
+        if writing_here():
+            raise WriterBusy("a job of the write queue opened a write transaction of its own")
         with self._turn, super().begin() as session:
             yield session
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    if engine.dialect.name == "sqlite":
-        return _QueuedWrites(engine)
-    return sessionmaker(engine, expire_on_commit=False)
+def session_factory(engine: Engine) -> Sessions:
+    return Sessions(engine)
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -2,9 +2,11 @@
 
 Every state-changing method does four things, in this order (STYLE.md): checks who may
 (the :class:`~gateway.authz.Authorizer`), checks that the state allows it, writes the
-change in a database transaction, and appends the audit entry *before* that transaction
-commits. If the ledger cannot be written, the change is rolled back: nothing happens
-that the ledger does not record. Refusals are recorded too.
+change as a job of the process's write queue (:mod:`gateway.db.writes`, which applies
+the jobs waiting together in one transaction), and records the audit entry, which is
+appended *before* that transaction commits. If the ledger cannot be written, the change
+is rolled back: nothing happens that the ledger does not record. Refusals are recorded
+too. Slow work (password hashing) is done before the job, never in it.
 
 Reading follows the organization as the unit of trust: whoever may ``read_any`` (in the
 shipped policy administrators and regulators) sees every organization and user; everyone
@@ -45,7 +47,9 @@ from gateway.db.models import (
     User,
     UserStatus,
     VerificationStatus,
+    new_id,
 )
+from gateway.db.writes import WriteQueue
 from gateway.identity.credit_code import InvalidCreditCode, normalize_credit_code
 from gateway.identity.model import (
     ADMIN,
@@ -99,10 +103,15 @@ class IdentityService:
         hasher: PasswordHasher | None = None,
         lockout: LockoutPolicy | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        writes: WriteQueue | None = None,
     ) -> None:
+        """``writes``: the process's write queue for this database (state changes are
+        applied through it, in batches); without one, the service makes its own, whose
+        entries go to ``record``. With one, entries go to the queue's sink."""
         self.sessions = sessions
         self.authorizer = authorizer
-        self.record = record
+        self.writes = writes if writes is not None else WriteQueue(sessions, record)
+        self.record = self.writes.record
         self.hasher = hasher or PasswordHasher()
         self.lockout = lockout or LockoutPolicy()
         self.clock = clock
@@ -140,6 +149,14 @@ class IdentityService:
         session.flush()
         self.authorizer.set_grants([*grants_of(session), *self._standing])
 
+    def _grants_changed(self) -> None:
+        """In a write job: reload the role grants once its batch has committed."""
+        self.writes.on_commit(self._reload_grants)
+
+    def _reload_grants(self) -> None:
+        with self.sessions() as session:
+            self._refresh_grants(session)
+
     def sync_grants(self, account: Account) -> None:
         """Reload the role grants if ``account`` (just read from the database) holds other
         roles than the authorizer knows of: another process changed them (``sbx user
@@ -175,24 +192,26 @@ class IdentityService:
         except InvalidCreditCode as exc:
             raise IdentityError(f"credit code: {exc}") from None
         name = clean_text(name, "an organization's name", MAX_NAME)
-        try:
-            with self.sessions.begin() as session:
-                organization = Organization(type=kind, name=name, credit_code=code)
-                session.add(organization)
-                session.flush()
-                self.record(
-                    _entry(
-                        actor.user,
-                        "organization.create",
-                        f"org:{organization.id}",
-                        "ok",
-                        {"credit_code": code, "name": name, "type": kind.value},
-                    )
+
+        def apply(session: Session) -> OrganizationSnapshot:
+            organization = Organization(id=new_id(), type=kind, name=name, credit_code=code)
+            session.add(organization)
+            session.flush()
+            self.record(
+                _entry(
+                    actor.user,
+                    "organization.create",
+                    f"org:{organization.id}",
+                    "ok",
+                    {"credit_code": code, "name": name, "type": kind.value},
                 )
-                created = OrganizationSnapshot.of(organization)
+            )
+            return OrganizationSnapshot.of(organization)
+
+        try:
+            return self.writes.run(apply)
         except IntegrityError:
             raise Conflict(f"an organization with credit code {code} exists already") from None
-        return created
 
     def list_organizations(
         self,
@@ -369,11 +388,17 @@ class IdentityService:
         self._authorize(actor, obj, act, what)
         self._check_self(actor, action, what, **own)
         reason = clean_text(reason, "a reason", MAX_REASON, empty=not reason_needed)
-        with self.sessions.begin() as session:
+        snapshot: Callable[[Any], Any] = (
+            OrganizationSnapshot.of if kind is Organization else UserSnapshot.of
+        )
+
+        def apply(session: Session) -> Any:
             row = _get(session, kind, key)
             detail = {**change(row, session), "reason": reason}
             self.record(_entry(actor.user, action, what, "ok", detail))
-            return OrganizationSnapshot.of(row) if kind is Organization else UserSnapshot.of(row)
+            return snapshot(row)
+
+        return self.writes.run(apply)
 
     # ------------------------------------------------------------------ users
     def create_user(
@@ -392,39 +417,39 @@ class IdentityService:
             raise IdentityError("a user name is 1-64 letters and digits, with dots between")
         display_name = clean_text(display_name, "a display name", MAX_NAME, empty=True)
         password = secrets.token_urlsafe(12)
+        password_hash = self.hasher.hash(password)  # slow on purpose: not on the writer
+
+        def apply(session: Session) -> Account:
+            organization = _get(session, Organization, organization_id)
+            user = User(
+                id=new_id(),
+                organization_id=organization.id,
+                username=username,
+                display_name=display_name or username,
+                password_hash=password_hash,
+                must_change_password=True,
+            )
+            session.add(user)
+            session.flush()
+            for role in roles:
+                self._check_role_fits(organization, role)
+                user.roles.append(RoleGrant(role=role, granted_by=actor.user))
+            self.record(
+                _entry(
+                    actor.user,
+                    "user.create",
+                    f"user:{user.id}",
+                    "ok",
+                    {"organization": organization.id, "roles": sorted(roles), "username": username},
+                )
+            )
+            self._grants_changed()
+            return Account.of(user)
+
         try:
-            with self.sessions.begin() as session:
-                organization = _get(session, Organization, organization_id)
-                user = User(
-                    organization_id=organization.id,
-                    username=username,
-                    display_name=display_name or username,
-                    password_hash=self.hasher.hash(password),
-                    must_change_password=True,
-                )
-                session.add(user)
-                session.flush()
-                for role in roles:
-                    self._check_role_fits(organization, role)
-                    user.roles.append(RoleGrant(role=role, granted_by=actor.user))
-                self.record(
-                    _entry(
-                        actor.user,
-                        "user.create",
-                        f"user:{user.id}",
-                        "ok",
-                        {
-                            "organization": organization.id,
-                            "roles": sorted(roles),
-                            "username": username,
-                        },
-                    )
-                )
-                self._refresh_grants(session)
-                account = Account.of(user)
+            return self.writes.run(apply), password
         except IntegrityError:
             raise Conflict(f"the user name {username} is taken") from None
-        return account, password
 
     def list_users(
         self,
@@ -534,9 +559,10 @@ class IdentityService:
         second factor, if set up, stays required, so the one-time password alone does not
         sign anyone in as that user."""
         password = secrets.token_urlsafe(12)
+        password_hash = self.hasher.hash(password)  # slow on purpose: not on the writer
 
         def change(user: User, session: Session) -> dict[str, Any]:
-            user.password_hash = self.hasher.hash(password)
+            user.password_hash = password_hash
             user.must_change_password = True
             user.password_changed_at = self.clock()  # the user's open sessions end
             user.failed_logins, user.locked_until = 0, None
@@ -564,18 +590,22 @@ class IdentityService:
                 "nobody grants roles to themselves",
                 role=role,
             )
-        with self.sessions.begin() as session:
+
+        def apply(session: Session) -> None:
             user = _get(session, User, user_id)
             self._check_role_fits(user.organization, role)
             if role in {grant.role for grant in user.roles}:
                 raise Conflict(f"{user.username} holds {role} already")
             user.roles.append(RoleGrant(role=role, granted_by=actor.user))
             self.record(_entry(actor.user, "role.grant", f"user:{user_id}", "ok", {"role": role}))
-            self._refresh_grants(session)
+            self._grants_changed()
+
+        self.writes.run(apply)
 
     def revoke_role(self, actor: Actor, user_id: str, role: str) -> None:
         self._authorize(actor, "role", "revoke", f"user:{user_id}")
-        with self.sessions.begin() as session:
+
+        def apply(session: Session) -> None:
             user = _get(session, User, user_id)
             held = [grant for grant in user.roles if grant.role == role]
             if not held:
@@ -584,7 +614,9 @@ class IdentityService:
                 self._keep_an_administrator(session, excluding_user=user_id)
             user.roles.remove(held[0])
             self.record(_entry(actor.user, "role.revoke", f"user:{user_id}", "ok", {"role": role}))
-            self._refresh_grants(session)
+            self._grants_changed()
+
+        self.writes.run(apply)
 
     def _check_role_fits(self, organization: Organization, role: str) -> None:
         allowed = self.authorizer.roles_for_organization_type(organization.type.value)
@@ -631,8 +663,11 @@ class IdentityService:
                 return None
         system = Actor(SYSTEM, PLATFORM, frozenset())
         password = secrets.token_urlsafe(12)
-        with self.sessions.begin() as session:
+        password_hash = self.hasher.hash(password)
+
+        def apply(session: Session) -> Account:
             operator = Organization(
+                id=new_id(),
                 type=OrganizationType.OPERATOR,
                 name=operator_name,
                 credit_code=normalize_credit_code(credit_code),
@@ -640,10 +675,11 @@ class IdentityService:
             session.add(operator)
             session.flush()
             admin = User(
+                id=new_id(),
                 organization_id=operator.id,
                 username=username,
                 display_name=username,
-                password_hash=self.hasher.hash(password),
+                password_hash=password_hash,
                 must_change_password=True,
             )
             admin.roles.append(RoleGrant(role=ADMIN, granted_by=system.user))
@@ -651,9 +687,10 @@ class IdentityService:
             session.flush()
             detail = {"organization": operator.id, "roles": [ADMIN], "username": username}
             self.record(_entry(system.user, "user.bootstrap", f"user:{admin.id}", "ok", detail))
-            self._refresh_grants(session)
-            account = Account.of(admin)
-        return account, password
+            self._grants_changed()
+            return Account.of(admin)
+
+        return self.writes.run(apply), password
 
     def shell_actor(self, os_user: str) -> Actor:
         """The platform operator at the shell (``sbx org``, ``sbx user``): ``system:cli``
@@ -674,28 +711,39 @@ class IdentityService:
     def authenticate(
         self, username: str, password: str, *, totp: str | None = None, client: str = ""
     ) -> Account:
-        """The user whose password this is, or :class:`SignInFailed` (recorded either way)."""
+        """The user whose password this is, or :class:`SignInFailed` (recorded either way).
+
+        The password is checked first, outside the write (the hashing is slow on purpose);
+        the write then decides on the row as it is then, with the check counting only if
+        the password it checked is still the one stored, and counts failures atomically."""
         now = self.clock()
-        with self.sessions.begin() as session:
-            user = session.scalars(
-                select(User).where(User.username == username.strip().lower())
-            ).one_or_none()
+        name = username.strip().lower()
+        with self.sessions() as session:
+            row = session.execute(select(User.password_hash).where(User.username == name)).first()
+        stored = row[0] if row is not None else None
+        verified = self._password_matches(stored, password)
+        rehashed = None
+        if verified and self.hasher.check_needs_rehash(stored or ""):
+            rehashed = self.hasher.hash(password)
+
+        def apply(session: Session) -> Account | None:
+            user = session.scalars(select(User).where(User.username == name)).one_or_none()
             if user is None:
-                self.hasher.hash(password)  # the same work as a real check: no timing oracle
                 detail = {"client": client, "reason": "unknown user"}
                 self.record(_entry("anonymous", "session.login", "user:unknown", "failed", detail))
-                raise SignInFailed()
-            reason = self._sign_in_refusal(user, password, totp, now)
+                return None
+            reason = self._sign_in_refusal(
+                user, verified and user.password_hash == stored, totp, now
+            )
             if reason is None:
                 user.failed_logins, user.locked_until = 0, None
-                if self.hasher.check_needs_rehash(user.password_hash or ""):
-                    user.password_hash = self.hasher.hash(password)
-            else:
-                if reason in ("wrong password", "wrong second factor", "second factor used before"):
-                    user.failed_logins += 1
-                    if user.failed_logins >= self.lockout.max_failures:
-                        user.locked_until = now + self.lockout.lock_for
-                        reason = f"wrong password; locked after {user.failed_logins} failures"
+                if rehashed is not None:
+                    user.password_hash = rehashed
+            elif reason in ("wrong password", "wrong second factor", "second factor used before"):
+                user.failed_logins += 1
+                if user.failed_logins >= self.lockout.max_failures:
+                    user.locked_until = now + self.lockout.lock_for
+                    reason = f"wrong password; locked after {user.failed_logins} failures"
             self.record(
                 _entry(
                     f"user:{user.id}",
@@ -705,15 +753,27 @@ class IdentityService:
                     {"client": client} if reason is None else {"client": client, "reason": reason},
                 )
             )
-            account = Account.of(user)
-            if reason is None:
-                self._sync_grants(session, account)
-        if reason is not None:
+            return Account.of(user) if reason is None else None
+
+        account = self.writes.run(apply)
+        if account is None:
             raise SignInFailed()
+        self.sync_grants(account)
         return account
 
+    def _password_matches(self, stored: str | None, password: str) -> bool:
+        """Whether ``password`` is the one hashed in ``stored``; for no user at all, the
+        same work is done (no timing oracle)."""
+        if stored is None:
+            self.hasher.hash(password)
+            return False
+        try:
+            return self.hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
     def _sign_in_refusal(
-        self, user: User, password: str, totp: str | None, now: datetime
+        self, user: User, password_ok: bool, totp: str | None, now: datetime
     ) -> str | None:
         if user.status is not UserStatus.ACTIVE:
             return "account disabled"
@@ -721,9 +781,7 @@ class IdentityService:
             return "organization suspended"
         if user.locked_until is not None and user.locked_until > now:
             return "account locked"
-        try:
-            self.hasher.verify(user.password_hash or "", password)
-        except (VerificationError, InvalidHashError):
+        if not password_ok:
             return "wrong password"
         if user.totp_secret is not None:
             if not totp:
@@ -751,10 +809,13 @@ class IdentityService:
         step = _totp_step(secret, code, self.clock())
         if step is None:
             raise IdentityError("that code does not match; check the authenticator's clock")
-        with self.sessions.begin() as session:
+
+        def apply(session: Session) -> None:
             user = _get(session, User, user_id)
             user.totp_secret, user.totp_last_step = secret, step
             self.record(_entry(f"user:{user.id}", "user.totp.enable", f"user:{user.id}", "ok", {}))
+
+        self.writes.run(apply)
 
     # ------------------------------------------------------------------ API tokens
     def issue_token(self, actor: Actor, *, name: str, days: int = 90) -> tuple[str, str]:
@@ -766,29 +827,36 @@ class IdentityService:
         name = clean_text(name, "a token's name", 100)
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         expires = self.clock() + timedelta(days=days)
-        with self.sessions.begin() as session:
-            token = ApiToken(
-                user_id=actor.user.removeprefix("user:"),
-                name=name,
-                token_hash=_token_hash(secret),
-                expires_at=expires,
-            )
-            session.add(token)
-            session.flush()
-            detail = {"expires": expires.isoformat(), "name": name}
-            self.record(_entry(actor.user, "api_token.create", f"token:{token.id}", "ok", detail))
-        return token.id, secret
+        token_id = new_id()  # known before the row is written: no flush of its own
+        row = {
+            "id": token_id,
+            "user_id": actor.user.removeprefix("user:"),
+            "name": name,
+            "token_hash": _token_hash(secret),
+            "expires_at": expires,
+        }
+        detail = {"expires": expires.isoformat(), "name": name}
+
+        def apply(session: Session) -> None:
+            session.add(ApiToken(**row))
+            self.record(_entry(actor.user, "api_token.create", f"token:{token_id}", "ok", detail))
+
+        self.writes.run(apply)
+        return token_id, secret
 
     def revoke_token(self, actor: Actor, token_id: str) -> None:
         """Revoke one's own token (administrators: anyone's)."""
         self._authorize(actor, "api_token", "manage", f"token:{token_id}")
-        with self.sessions.begin() as session:
+
+        def apply(session: Session) -> None:
             token = _get(session, ApiToken, token_id)
             if f"user:{token.user_id}" != actor.user and ADMIN not in actor.roles:
                 raise NotFound(f"no apitoken {token_id}")  # others' tokens are not there
             if token.revoked_at is None:
                 token.revoked_at = self.clock()
             self.record(_entry(actor.user, "api_token.revoke", f"token:{token_id}", "ok", {}))
+
+        self.writes.run(apply)
 
     def authenticate_token(self, secret: str) -> Account:
         """The account a token belongs to, if it is live; :class:`SignInFailed` if not."""
@@ -841,13 +909,11 @@ class IdentityService:
                 must_change_password=must_change,
                 failed_logins=failures,
             )
-            if last_used is None or now - last_used >= TOKEN_USE_EVERY:
-                # What a token's owner sees; not a change of the platform's state.
-                session.execute(
-                    update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
-                )
-                session.commit()
             self._sync_grants(session, account)
+        if last_used is None or now - last_used >= TOKEN_USE_EVERY:
+            # What a token's owner sees; not a change of the platform's state.
+            stamp = update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
+            self.writes.run(lambda session: session.execute(stamp))
         self.tokens.put(secret, account, expires, generation)
         return account
 
@@ -861,15 +927,25 @@ class IdentityService:
         """Change one's own password (the one-time password must be changed first)."""
         if len(new) < MIN_PASSWORD_LENGTH:
             raise IdentityError(f"a password has at least {MIN_PASSWORD_LENGTH} characters")
-        with self.sessions.begin() as session:
+        # The hashing is slow on purpose, so it is done before the write, which then
+        # checks that the password it verified is still the one stored.
+        with self.sessions() as session:
+            current = _get(session, User, user_id).password_hash or ""
+        try:
+            self.hasher.verify(current, old)
+        except (VerificationError, InvalidHashError):
+            raise IdentityError("the current password is wrong") from None
+        if new == old:
+            raise IdentityError("the new password must differ from the current one")
+        new_hash = self.hasher.hash(new)
+
+        def apply(session: Session) -> None:
             user = _get(session, User, user_id)
-            try:
-                self.hasher.verify(user.password_hash or "", old)
-            except (VerificationError, InvalidHashError):
-                raise IdentityError("the current password is wrong") from None
-            if new == old:
-                raise IdentityError("the new password must differ from the current one")
-            user.password_hash = self.hasher.hash(new)
+            if user.password_hash != current:
+                raise Conflict("the password was changed meanwhile; try again")
+            user.password_hash = new_hash
             user.must_change_password = False
             user.password_changed_at = self.clock()
             self.record(_entry(f"user:{user.id}", "user.password", f"user:{user.id}", "ok", {}))
+
+        self.writes.run(apply)

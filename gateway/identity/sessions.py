@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.db.models import BrowserSession, User
-from gateway.identity.model import Account, Record, can_sign_in
+from gateway.db.models import BrowserSession, User, new_id
+from gateway.identity.model import Account, can_sign_in
 from gateway.identity.service import IdentityService
 
 SEEN_EVERY = timedelta(seconds=60)  # write last_seen_at at most this often per session
@@ -54,7 +54,6 @@ class SessionService:
         self,
         sessions: sessionmaker[Session],
         identity: IdentityService,
-        record: Record,
         *,
         idle: timedelta = timedelta(minutes=30),
         lifetime: timedelta = timedelta(hours=12),
@@ -62,7 +61,8 @@ class SessionService:
     ) -> None:
         self.sessions = sessions
         self.identity = identity
-        self.record = record
+        self.writes = identity.writes  # the same queue (and audit sink) as the identity service
+        self.record = self.writes.record
         self.idle = idle
         self.lifetime = lifetime
         self.clock = clock
@@ -75,8 +75,10 @@ class SessionService:
         account = self.identity.authenticate(username, password, totp=totp, client=client)
         secret = secrets.token_urlsafe(32)
         now = self.clock()
-        with self.sessions.begin() as session:
+
+        def apply(session: Session) -> SignedIn:
             row = BrowserSession(
+                id=new_id(),
                 user_id=account.id,
                 secret_hash=_hash(secret),
                 csrf_token=secrets.token_urlsafe(32),
@@ -98,12 +100,14 @@ class SessionService:
             )
             return SignedIn(secret, row.id, row.csrf_token, account)
 
+        return self.writes.run(apply)
+
     def resolve(self, secret: str) -> ActiveSession | None:
         """The live session whose cookie this is, or ``None``."""
         if not secret or len(secret) > 128:
             return None
         now = self.clock()
-        with self.sessions.begin() as session:
+        with self.sessions() as session:
             row = session.scalars(
                 select(BrowserSession).where(BrowserSession.secret_hash == _hash(secret))
             ).one_or_none()
@@ -116,15 +120,22 @@ class SessionService:
                 return None
             if user.password_changed_at is not None and row.created_at < user.password_changed_at:
                 return None  # opened with a password that has been changed or reset since
-            if now - row.last_seen_at >= SEEN_EVERY:
-                row.last_seen_at = now
             active = ActiveSession(row.id, row.csrf_token, Account.of(user))
+            seen = row.last_seen_at
+        if now - seen >= SEEN_EVERY:
+            stamp = (
+                update(BrowserSession)
+                .where(BrowserSession.id == active.session_id)
+                .values(last_seen_at=now)
+            )
+            self.writes.run(lambda session: session.execute(stamp))
         self.identity.sync_grants(active.account)  # roles granted from another process
         return active
 
     def sign_out(self, active: ActiveSession, *, reason: str = "signed out") -> None:
         """End one session (idempotent) and record it."""
-        with self.sessions.begin() as session:
+
+        def apply(session: Session) -> None:
             row = session.get(BrowserSession, active.session_id)
             if row is None or row.ended_at is not None:
                 return
@@ -139,10 +150,13 @@ class SessionService:
                 }
             )
 
+        self.writes.run(apply)
+
     def end_all(self, user_id: str, *, reason: str) -> int:
         """End every open session of a user (after a password change, say): how many."""
         now = self.clock()
-        with self.sessions.begin() as session:
+
+        def apply(session: Session) -> int:
             rows = session.scalars(
                 select(BrowserSession).where(
                     BrowserSession.user_id == user_id, BrowserSession.ended_at.is_(None)
@@ -161,7 +175,9 @@ class SessionService:
                         "detail": {"reason": reason, "sessions": ended},
                     }
                 )
-        return ended
+            return ended
+
+        return self.writes.run(apply)
 
 
 def second_factor_enabled(sessions: sessionmaker[Session], user_id: str) -> bool:

@@ -37,7 +37,7 @@ def api(database_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, Service
     engine = make_engine(settings.database)
     migrate(engine)
     ledger = Ledger(settings.ledger_dir)
-    record = context.recorder(ledger)
+    record = context.LedgerSink(ledger)
     authorizer = Authorizer(settings.policies_dir, record)
     sessions = session_factory(engine)
     identity = IdentityService(

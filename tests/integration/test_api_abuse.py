@@ -38,7 +38,7 @@ class Gateway:
         engine = make_engine(settings.database)
         migrate(engine)
         self.ledger = Ledger(settings.ledger_dir)
-        record = context.recorder(self.ledger)
+        record = context.LedgerSink(self.ledger)
         self.clock = Clock()
         sessions = session_factory(engine)
         self.identity = IdentityService(

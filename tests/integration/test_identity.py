@@ -695,7 +695,7 @@ def test_a_tokens_last_use_is_kept_without_a_write_per_request(world: World) -> 
 def test_a_password_reset_ends_the_sessions_opened_before_it(world: World) -> None:
     unit = organization(world, 90, OrganizationType.APPLICATION_UNIT)
     user, password = member(world, unit.id, "zhou", "applicant")
-    browser = SessionService(world.service.sessions, world.service, world.record, clock=world.clock)
+    browser = SessionService(world.service.sessions, world.service, clock=world.clock)
     before = browser.sign_in("zhou", password)
     assert browser.resolve(before.secret) is not None
     world.clock.now += timedelta(seconds=1)
@@ -732,3 +732,29 @@ def test_the_token_cache_forgets_at_every_change_and_after_seconds(world: World)
     assert world.service.cached_token(other) == account
     elapsed[0] += world.service.tokens.ttl  # what another process changed shows after ttl
     assert world.service.cached_token(other) is None
+
+
+def test_the_token_cache_outlives_changes_that_cannot_alter_what_a_token_resolves_to(
+    world: World,
+) -> None:
+    _, secret = world.service.issue_token(world.admin, name="cached", days=1)
+    world.service.authenticate_token(secret)  # writes last_used_at
+    account = world.service.authenticate_token(secret)
+    assert world.service.cached_token(secret) == account
+    world.service.issue_token(world.admin, name="another")  # a new token: kept
+    unit = world.service.create_organization(  # a new organization: kept
+        world.admin,
+        kind=OrganizationType.APPLICATION_UNIT,
+        name="某公司",
+        credit_code=credit_code(7),
+    )
+    assert world.service.cached_token(secret) == account
+    user, _ = world.service.create_user(
+        world.admin, organization_id=unit.id, username="li", display_name="李"
+    )  # a new user: kept
+    assert world.service.cached_token(secret) == account
+    world.service.grant_role(world.admin, user.id, "applicant")  # a role grant: forgotten
+    assert world.service.cached_token(secret) is None
+    assert world.service.authenticate_token(secret) == account
+    world.service.set_organization_flag(world.admin, unit.id, True, "黑名单")  # a changed row
+    assert world.service.cached_token(secret) is None

@@ -151,7 +151,6 @@ def test_sessions_end_when_idle_when_old_and_when_the_organization_is_suspended(
     browser = SessionService(
         found.sessions,
         found.identity,
-        found.record,
         idle=timedelta(minutes=30),
         lifetime=timedelta(hours=12),
         clock=lambda: now[0],

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audit import InvalidEntry, Ledger, LedgerOptions, canonical
+from audit import InvalidEntry, Ledger, LedgerError, LedgerOptions, canonical
 from audit.verify import verify
 from tests.conftest import REPO_ROOT
 from tests.tarfiles import build_tar, read_members
@@ -293,3 +293,13 @@ def test_sbx_cli_refuses_bad_requests_with_a_message(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr, (args, result.stderr)
     assert folder_digest(data / "ledger") == before
     assert not (tmp_path / "x.tar").exists()
+
+
+def test_a_closed_ledger_refuses_appends_one_at_a_time_and_in_batches(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger")
+    ledger.append(action="fine.one", actor="u", object="o")
+    ledger.close()
+    with pytest.raises(LedgerError, match="closed"):
+        ledger.append(action="late.one", actor="u", object="o")
+    with pytest.raises(LedgerError, match="closed"):
+        ledger.append_many([{"action": "late.many", "actor": "u", "object": "o"}])

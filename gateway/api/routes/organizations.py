@@ -141,13 +141,17 @@ def public(organization: OrganizationSnapshot) -> OrganizationPublic:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_organization(
+async def create_organization(
     body: OrganizationCreate,
     found: ServicesDep,
     account: Annotated[Account, Depends(Requires("organization", "create"))],
 ) -> OrganizationPublic:
-    organization = found.identity.create_organization(
-        account.actor(), kind=body.type, name=body.name, credit_code=body.credit_code
+    organization = await found.writes.call(
+        found.identity.create_organization,
+        account.actor(),
+        kind=body.type,
+        name=body.name,
+        credit_code=body.credit_code,
     )
     return public(organization)
 
@@ -180,7 +184,7 @@ def read_organization(
 
 
 @router.put("/{organization_id}/status")
-def set_organization_status(
+async def set_organization_status(
     organization_id: Identifier,
     body: OrganizationStatusUpdate,
     found: ServicesDep,
@@ -189,14 +193,18 @@ def set_organization_status(
     """Suspend or reactivate: a suspended organization's members cannot sign in and their
     tokens stop working."""
     return public(
-        found.identity.set_organization_status(
-            account.actor(), organization_id, body.status, body.reason
+        await found.writes.call(
+            found.identity.set_organization_status,
+            account.actor(),
+            organization_id,
+            body.status,
+            body.reason,
         )
     )
 
 
 @router.put("/{organization_id}/verification")
-def set_organization_verification(
+async def set_organization_verification(
     organization_id: Identifier,
     body: VerificationUpdate,
     found: ServicesDep,
@@ -204,14 +212,18 @@ def set_organization_verification(
 ) -> OrganizationPublic:
     """The outcome of the real-name verification."""
     return public(
-        found.identity.set_organization_verification(
-            account.actor(), organization_id, body.status, body.reason
+        await found.writes.call(
+            found.identity.set_organization_verification,
+            account.actor(),
+            organization_id,
+            body.status,
+            body.reason,
         )
     )
 
 
 @router.put("/{organization_id}/flag")
-def set_organization_flag(
+async def set_organization_flag(
     organization_id: Identifier,
     body: FlagUpdate,
     found: ServicesDep,
@@ -219,7 +231,11 @@ def set_organization_flag(
 ) -> OrganizationPublic:
     """Put the organization on, or take it off, the dishonesty / serious-violation list."""
     return public(
-        found.identity.set_organization_flag(
-            account.actor(), organization_id, body.flagged, body.reason
+        await found.writes.call(
+            found.identity.set_organization_flag,
+            account.actor(),
+            organization_id,
+            body.flagged,
+            body.reason,
         )
     )

@@ -172,7 +172,7 @@ def read_user(
 
 
 @router.put("/users/{user_id}/status")
-def set_user_status(
+async def set_user_status(
     user_id: Identifier,
     body: UserStatusUpdate,
     found: ServicesDep,
@@ -180,12 +180,14 @@ def set_user_status(
 ) -> UserDetail:
     """Disable or re-enable an account: a disabled user cannot sign in and their tokens
     stop working. Nobody disables or enables themselves."""
-    user = found.identity.set_user_status(account.actor(), user_id, body.status, body.reason)
+    user = await found.writes.call(
+        found.identity.set_user_status, account.actor(), user_id, body.status, body.reason
+    )
     return detail(user)
 
 
 @router.post("/users/{user_id}/unlock")
-def unlock_user(
+async def unlock_user(
     user_id: Identifier,
     found: ServicesDep,
     account: Annotated[Account, Depends(Requires("user", "lock"))],
@@ -193,7 +195,9 @@ def unlock_user(
 ) -> UserDetail:
     """Lift a lockout after repeated failed sign-ins."""
     reason = body.reason if body is not None else ""
-    return detail(found.identity.unlock_user(account.actor(), user_id, reason))
+    return detail(
+        await found.writes.call(found.identity.unlock_user, account.actor(), user_id, reason)
+    )
 
 
 @router.post("/users/{user_id}/password-reset")
@@ -211,42 +215,44 @@ def reset_password(
 
 
 @router.post("/users/{user_id}/roles", status_code=status.HTTP_204_NO_CONTENT)
-def grant_role(
+async def grant_role(
     user_id: Identifier,
     body: RoleGrantCreate,
     found: ServicesDep,
     account: Annotated[Account, Depends(Requires("role", "grant"))],
 ) -> Response:
-    found.identity.grant_role(account.actor(), user_id, body.role)
+    await found.writes.call(found.identity.grant_role, account.actor(), user_id, body.role)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.delete("/users/{user_id}/roles/{role}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_role(
+async def revoke_role(
     user_id: Identifier,
     role: RolePath,
     found: ServicesDep,
     account: Annotated[Account, Depends(Requires("role", "revoke"))],
 ) -> Response:
-    found.identity.revoke_role(account.actor(), user_id, role)
+    await found.writes.call(found.identity.revoke_role, account.actor(), user_id, role)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/me/tokens", status_code=status.HTTP_201_CREATED)
-def create_token(
+async def create_token(
     body: TokenCreate,
     found: ServicesDep,
     account: Annotated[Account, Depends(Requires("api_token", "manage"))],
 ) -> TokenCreated:
-    token_id, secret = found.identity.issue_token(account.actor(), name=body.name, days=body.days)
+    token_id, secret = await found.writes.call(
+        found.identity.issue_token, account.actor(), name=body.name, days=body.days
+    )
     return TokenCreated(id=token_id, token=secret)
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_token(
+async def revoke_token(
     token_id: Identifier,
     found: ServicesDep,
     account: Annotated[Account, Depends(Requires("api_token", "manage"))],
 ) -> Response:
-    found.identity.revoke_token(account.actor(), token_id)
+    await found.writes.call(found.identity.revoke_token, account.actor(), token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
