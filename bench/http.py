@@ -6,8 +6,9 @@ JSON log lines on stderr, uvicorn's access log off):
 
 - ``canned``: a raw asyncio server that answers every request with fixed bytes. Nothing
   serves HTTP more cheaply, so the rate it reaches is the load generator's own ceiling.
-- ``baseline``: a bare FastAPI app with one trivial GET and one trivial POST route (sync
-  handlers, like the gateway's, and a pydantic body on the POST).
+- ``baseline``: a bare FastAPI app with one trivial GET and one trivial POST route
+  (``async def`` handlers, like the gateway's measured routes, and a pydantic body on the
+  POST).
 - ``gateway``: the real app, ``gateway.api.create_app``, on a fresh data directory under
   ``var/bench/http-*`` with the default SQLite database. Before it starts, the first
   administrator is made (:meth:`IdentityService.bootstrap_admin`), changes the one-time
@@ -338,15 +339,16 @@ class ItemCreated(BaseModel):
 
 def baseline_app() -> FastAPI:
     """A bare FastAPI app: ``GET /ping`` and ``POST /items`` (a pydantic body, 201), with
-    sync handlers like the gateway's."""
+    ``async def`` handlers like the gateway's ``GET /api/v1/me`` and
+    ``POST /api/v1/me/tokens``, so that both sides pay the same for the framework."""
     app = FastAPI()
 
     @app.get("/ping")
-    def ping() -> dict[str, str]:
+    async def ping() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.post("/items", status_code=201)
-    def create_item(body: ItemCreate) -> ItemCreated:
+    async def create_item(body: ItemCreate) -> ItemCreated:
         return ItemCreated(id=secrets.token_hex(16), name=body.name)
 
     return app

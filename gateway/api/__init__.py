@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from audit import Ledger, LedgerError
 from gateway import web
 from gateway.api import context
-from gateway.api.deps import Services
+from gateway.api.deps import Services, document_sign_in
 from gateway.api.limits import BodyLimit
 from gateway.api.routes import health, me, organizations, users
 from gateway.authz import Authorizer, Denied
@@ -83,10 +83,14 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
+        # FastAPI's own OpenTelemetry hooks look for providers on every request; sbx logs
+        # its own JSON lines (gateway.logs) and has no tracing backend to send spans to.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     for router in (health.router, me.router, organizations.router, users.router):
         app.include_router(router, prefix=API_PREFIX)
     web.mount(app, api_prefix=API_PREFIX)
+    document_sign_in(app)
     app.add_middleware(BodyLimit)
 
     app.add_middleware(

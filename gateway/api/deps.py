@@ -9,11 +9,13 @@ cookies are sent by browsers on their own, tokens are not.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, NoReturn
 
-from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -77,7 +79,19 @@ async def services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(services)]
-_bearer = HTTPBearer(auto_error=False)
+BEARER = "HTTPBearer"  # the security scheme's name in the OpenAPI document
+
+
+def bearer_credentials(request: Request) -> HTTPAuthorizationCredentials | None:
+    """The ``Authorization: Bearer …`` credentials, read as FastAPI's ``HTTPBearer`` reads
+    them (any case of the scheme; nothing when the header is missing or not a bearer)."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return HTTPAuthorizationCredentials(scheme=scheme, credentials=token)
 
 
 class Refused(HTTPException):
@@ -187,11 +201,8 @@ class Requires(Declaration):
     def __init__(self, obj: str, act: str) -> None:
         self.obj, self.act = obj, act
 
-    async def __call__(
-        self,
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Account:
+    async def __call__(self, request: Request) -> Account:
+        credentials = bearer_credentials(request)
         # Deciding is a lookup in memory, done on the event loop; recording a refusal
         # waits for the disk, in the thread pool.
         found: Services = request.app.state.services
@@ -202,6 +213,47 @@ class Requires(Declaration):
             await run_in_threadpool(record_forbidden, found, account, action, reason)
             raise Refused(status.HTTP_403_FORBIDDEN, reason)
         return account
+
+
+def path_operations(routes: Iterable[Any]) -> Iterator[APIRoute]:
+    """Every path operation of ``routes``, including those of included routers."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "original_router"):  # an included router, resolved lazily
+            yield from path_operations(route.original_router.routes)
+
+
+def requirement_of(route: APIRoute) -> Requires | None:
+    """The :class:`Requires` a path operation declares, if it declares one."""
+    for dependency in route.dependant.dependencies:
+        if isinstance(dependency.call, Requires):
+            return dependency.call
+    return None
+
+
+def document_sign_in(app: FastAPI) -> None:
+    """Mark the operations that need a signed-in caller in the OpenAPI document (bearer
+    token). ``Requires`` reads the ``Authorization`` header itself rather than through
+    FastAPI's ``HTTPBearer`` dependency, which would add a dependency to resolve to every
+    request, so the document is told here instead."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {})[BEARER] = {"type": "http", "scheme": "bearer"}
+        for context in iter_route_contexts(app.routes):  # the paths as the document has them
+            route = context.original_route
+            if not isinstance(route, APIRoute) or not context.include_in_schema:
+                continue
+            if requirement_of(route) is not None:
+                for method in context.methods or ():
+                    operation = schema["paths"][context.path_format][method.lower()]
+                    operation["security"] = [{BEARER: []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class Public(Declaration):

@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from audit import Ledger
 from audit.entry import parse
 from gateway.api import context, create_app
-from gateway.api.deps import Declaration, Services
+from gateway.api.deps import Declaration, Services, path_operations
 from gateway.authz import Actor, Authorizer
 from gateway.db import make_engine, migrate, session_factory
 from gateway.db.models import User
@@ -61,18 +60,9 @@ def entries(found: Services) -> list[dict[str, Any]]:
     return [parse(line) for _, line in found.ledger.entries(1)]
 
 
-def api_routes(routes: Any) -> Iterator[APIRoute]:
-    """Every path operation, including those of included routers."""
-    for route in routes:
-        if isinstance(route, APIRoute):
-            yield route
-        elif hasattr(route, "original_router"):  # an included router, resolved lazily
-            yield from api_routes(route.original_router.routes)
-
-
 def test_every_route_declares_who_may_call_it() -> None:
     app = create_app(load_settings())
-    routes = list(api_routes(app.routes))
+    routes = list(path_operations(app.routes))
     undeclared = []
     for route in routes:
         calls = [dependency.call for dependency in route.dependant.dependencies]
@@ -85,6 +75,10 @@ def test_every_route_declares_who_may_call_it() -> None:
     assert len(documented) == operations >= 5  # the walk saw every operation the API has
     pages = {route.path for route in routes if not route.include_in_schema}
     assert {"/", "/login", "/logout"} <= pages  # ...and the console's pages
+    document = app.openapi()
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert document["paths"]["/api/v1/me"]["get"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in document["paths"]["/api/v1/health"]["get"]
 
 
 def test_the_declaration_check_finds_an_undeclared_route() -> None:
@@ -98,7 +92,7 @@ def test_the_declaration_check_finds_an_undeclared_route() -> None:
 
     app = FastAPI()
     app.include_router(router, prefix="/x")
-    routes = list(api_routes(app.routes))
+    routes = list(path_operations(app.routes))
     assert [route.path for route in routes] == ["/open"]
     assert not any(isinstance(d.call, Declaration) for d in routes[0].dependant.dependencies)
 

@@ -124,13 +124,20 @@ def test_every_identity_route_refuses_callers_without_a_valid_token(gateway: Any
     client, made = gateway
     operations = identity_operations(client)
     assert len(operations) >= 15  # the walk found the routes
-    for headers in ({}, {"Authorization": "Bearer sbx_forged"}, {"Authorization": "sbx_x"}):
+    refused = (
+        {},
+        {"Authorization": "Bearer sbx_forged"},
+        {"Authorization": "sbx_x"},
+        {"Authorization": "Basic c2J4Onh4"},
+        {"Authorization": "Bearer "},
+    )
+    for headers in refused:
         for method, path in operations:
             response = call(client, method, path, headers)
             assert response.status_code == 401, (method, path, response.text)
             assert response.headers["WWW-Authenticate"] == "Bearer"
     denied = [e for e in made.entries() if e["action"] == "request.denied"]
-    assert len(denied) == 3 * len(operations)
+    assert len(denied) == len(refused) * len(operations)
     assert {e["actor"] for e in denied} == {"anonymous"}
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import logging.config
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,9 @@ def test_request_lines_are_json_with_ids_and_without_secrets(
     first = requests[0]
     assert first["request_id"] == "req-logs-0001" and first["path"] == "/api/v1/me"
     assert first["status"] == 200 and first["user"] == account.id and first["ms"] >= 0
+    logged = datetime.fromisoformat(first["time"])  # ISO 8601, UTC, to the millisecond
+    assert logged.utcoffset() == timedelta(0) and len(first["time"]) == 29
+    assert abs(datetime.now(UTC) - logged) < timedelta(minutes=5)
     assert any(
         line.get("user") == account.id and line["path"] == "/account/password" for line in requests
     )

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.api.deps import Requires, ServicesDep
 from gateway.api.routes.organizations import (
@@ -103,18 +103,6 @@ class RoleGrantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: RoleName
-
-
-class TokenCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=100)
-    days: StrictInt = Field(90, ge=1, le=365)
-
-
-class TokenCreated(BaseModel):
-    id: str
-    token: str = Field(description="shown once; only its hash is kept")
 
 
 def detail(user: UserSnapshot) -> UserDetail:
@@ -234,18 +222,6 @@ async def revoke_role(
 ) -> Response:
     await found.writes.call(found.identity.revoke_role, account.actor(), user_id, role)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-@router.post("/me/tokens", status_code=status.HTTP_201_CREATED)
-async def create_token(
-    body: TokenCreate,
-    found: ServicesDep,
-    account: Annotated[Account, Depends(Requires("api_token", "manage"))],
-) -> TokenCreated:
-    token_id, secret = await found.writes.call(
-        found.identity.issue_token, account.actor(), name=body.name, days=body.days
-    )
-    return TokenCreated(id=token_id, token=secret)
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
