@@ -28,12 +28,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import ColumnElement, Select, func, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Select, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -557,16 +557,29 @@ class IdentityService:
         """Replace a user's password with a new one-time password, returned once (stored
         only hashed), and lift any lockout. The user must change it at first sign-in; a
         second factor, if set up, stays required, so the one-time password alone does not
-        sign anyone in as that user."""
+        sign anyone in as that user.
+
+        A reset is what follows a lost or exposed credential, so it also ends the user's
+        browser sessions and revokes every personal API token they hold (the entry says
+        how many); the user issues new ones after signing in."""
         password = secrets.token_urlsafe(12)
         password_hash = self.hasher.hash(password)  # slow on purpose: not on the writer
 
         def change(user: User, session: Session) -> dict[str, Any]:
+            now = self.clock()
             user.password_hash = password_hash
             user.must_change_password = True
-            user.password_changed_at = self.clock()  # the user's open sessions end
+            user.password_changed_at = now  # the user's open sessions end
             user.failed_logins, user.locked_until = 0, None
-            return {}
+            revoked = cast(
+                CursorResult[Any],
+                session.execute(
+                    update(ApiToken)
+                    .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                ),
+            )
+            return {"tokens_revoked": revoked.rowcount}
 
         snapshot: UserSnapshot = self._administer(
             actor,

@@ -598,9 +598,16 @@ def test_unlock_and_password_reset_by_an_administrator(world: World) -> None:
         world.service.authenticate("ann", password)
     unlocked = world.service.unlock_user(world.admin, ann.id, "phoned the help desk")
     assert not unlocked.locked(world.clock.now) and unlocked.failed_logins == 0
-    assert world.service.authenticate("ann", password).id == ann.id
+    ann_actor = world.service.authenticate("ann", password).actor()
+    assert ann_actor.user == f"user:{ann.id}"
+    kept_id, kept = world.service.issue_token(ann_actor, name="laptop")
+    gone_id, _ = world.service.issue_token(ann_actor, name="old")
+    world.service.revoke_token(ann_actor, gone_id)
+    assert world.service.authenticate_token(kept).id == ann.id
 
     user, fresh = world.service.reset_password(world.admin, ann.id, "forgotten")
+    with pytest.raises(SignInFailed):  # a reset revokes the tokens too
+        world.service.authenticate_token(kept)
     assert user.must_change_password and fresh != password and len(fresh) >= 16
     with pytest.raises(SignInFailed):
         world.service.authenticate("ann", password)
@@ -608,7 +615,8 @@ def test_unlock_and_password_reset_by_an_administrator(world: World) -> None:
     log = world.ledger.path.joinpath("segments", "00000000000000000000.log").read_text()
     assert fresh not in log and password not in log
     entry = next(e for e in world.entries() if e["action"] == "user.password_reset")
-    assert entry["actor"] == world.admin.user and entry["detail"] == {"reason": "forgotten"}
+    assert entry["actor"] == world.admin.user
+    assert entry["detail"] == {"reason": "forgotten", "tokens_revoked": 1}
 
     # With a second factor, the one-time password alone signs nobody in.
     secret = world.service.new_totp_secret()
