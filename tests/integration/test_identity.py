@@ -714,7 +714,9 @@ def test_a_password_reset_ends_the_sessions_opened_before_it(world: World) -> No
     assert browser.resolve(after.secret) is not None
 
 
-def test_the_token_cache_forgets_at_every_change_and_after_seconds(world: World) -> None:
+def test_the_token_cache_forgets_a_revoked_token_at_once_and_others_after_seconds(
+    world: World,
+) -> None:
     token_id, secret = world.service.issue_token(world.admin, name="cached", days=1)
     assert world.service.cached_token(secret) is None  # nothing read yet
     account = world.service.authenticate_token(secret)  # writes last_used_at: not kept
@@ -725,7 +727,7 @@ def test_the_token_cache_forgets_at_every_change_and_after_seconds(world: World)
     assert world.service.cached_token(secret) is None
     world.clock.now -= timedelta(days=1)
     assert world.service.cached_token(secret) == account
-    world.service.revoke_token(world.admin, token_id)  # any commit empties the cache
+    world.service.revoke_token(world.admin, token_id)  # a revocation empties the cache
     assert world.service.cached_token(secret) is None
     with pytest.raises(SignInFailed):
         world.service.authenticate_token(secret)
