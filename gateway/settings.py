@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     @field_validator("operator_credit_code")
     @classmethod
     def _credit_code(cls, value: str) -> str:
-        from gateway.identity.credit_code import normalize_credit_code
+        from sandbox.identifiers.credit_code import normalize_credit_code
 
         return normalize_credit_code(value)
 

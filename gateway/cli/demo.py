@@ -29,9 +29,9 @@ from gateway.api.deps import Services
 from gateway.cli.common import console, fail, ledger_errors, settings_of, short
 from gateway.cli.serve import OPERATOR_NAME, run_gateway
 from gateway.db.models import OrganizationType, VerificationStatus
-from gateway.identity.credit_code import check_character
 from gateway.identity.model import IdentityError
 from gateway.settings import Settings
+from sandbox.identifiers.credit_code import check_character
 
 ACCOUNTS_FILE = "demo-accounts.json"
 

@@ -41,7 +41,6 @@ from gateway.db.models import (
     UserStatus,
     VerificationStatus,
 )
-from gateway.identity.credit_code import LENGTH as CREDIT_CODE_LENGTH
 from gateway.identity.model import (
     MAX_PAGE,
     Conflict,
@@ -52,6 +51,7 @@ from gateway.identity.model import (
     UserSnapshot,
 )
 from gateway.identity.service import IdentityService
+from sandbox.identifiers.credit_code import LENGTH as CREDIT_CODE_LENGTH
 
 org_app = typer.Typer(
     help="Organizations: create, list, show, suspend, verify, flag.", no_args_is_help=True

@@ -50,7 +50,6 @@ from gateway.db.models import (
     new_id,
 )
 from gateway.db.writes import WriteQueue
-from gateway.identity.credit_code import InvalidCreditCode, normalize_credit_code
 from gateway.identity.model import (
     ADMIN,
     MAX_NAME,
@@ -91,6 +90,7 @@ from gateway.identity.model import (
     self_administration_refusal,
 )
 from gateway.identity.tokencache import TokenCache
+from sandbox.identifiers.credit_code import InvalidCreditCode, normalize_credit_code
 
 
 class IdentityService:

@@ -19,10 +19,10 @@ from gateway.api.deps import Declaration, Services, path_operations
 from gateway.authz import Actor, Authorizer
 from gateway.db import make_engine, migrate, session_factory
 from gateway.db.models import User
-from gateway.identity.credit_code import check_character
 from gateway.identity.model import Account
 from gateway.identity.service import IdentityService
 from gateway.settings import load_settings
+from sandbox.identifiers.credit_code import check_character
 
 
 def credit_code(serial: int) -> str:

@@ -15,7 +15,6 @@ from audit.entry import parse
 from gateway.authz import Actor, Authorizer, Denied
 from gateway.db import make_engine, migrate, session_factory
 from gateway.db.models import ApiToken, OrganizationStatus, OrganizationType
-from gateway.identity.credit_code import check_character
 from gateway.identity.model import (
     Conflict,
     IdentityError,
@@ -26,6 +25,7 @@ from gateway.identity.model import (
 )
 from gateway.identity.service import IdentityService
 from gateway.identity.sessions import SessionService
+from sandbox.identifiers.credit_code import check_character
 from tests.conftest import REPO_ROOT
 
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)  # still argon2id

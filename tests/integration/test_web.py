@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from gateway.db.models import BrowserSession, OrganizationStatus, OrganizationType
-from gateway.identity.credit_code import check_character
 from gateway.identity.sessions import SessionService
+from sandbox.identifiers.credit_code import check_character
 from tests.webconsole import NEW_PASSWORD, Console, form_token, session_cookie
 
 

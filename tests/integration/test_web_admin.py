@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from gateway.db.models import UserStatus
-from gateway.identity.credit_code import check_character
+from sandbox.identifiers.credit_code import check_character
 from tests.webconsole import NEW_PASSWORD, Console, form_token
 
 UNIT_CODE = "91370200MA0000012" + check_character("91370200MA0000012")

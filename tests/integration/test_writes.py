@@ -21,7 +21,7 @@ from gateway.api.context import LedgerSink
 from gateway.db import make_engine, migrate, session_factory
 from gateway.db.models import Organization, OrganizationType
 from gateway.db.writes import QueueClosed, WriteQueue, WriterBusy
-from gateway.identity.credit_code import check_character
+from sandbox.identifiers.credit_code import check_character
 
 
 def credit_code(serial: int) -> str:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.identity.credit_code import (
+from sandbox.identifiers.credit_code import (
     ALPHABET,
     InvalidCreditCode,
     check_character,
