@@ -1,4 +1,4 @@
-"""``python -m bench [appends|verify|proofs|authz|http|all] [--quick] [--rebuild]
+"""``python -m bench [appends|verify|proofs|authz|http|views|all] [--quick] [--rebuild]
 [--markdown FILE]``."""
 
 from __future__ import annotations
@@ -15,20 +15,21 @@ from bench.common import VAR, Results, Table, console, machine_info
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmarks of the audit ledger, policy decisions and the gateway's HTTP "
-        "requests, each against a baseline measured in the same run. Results are written up "
-        "in docs/benchmarks.md.",
+        description="Benchmarks of the audit ledger, policy decisions, the gateway's HTTP "
+        "requests and the view builder, each against a baseline measured in the same run. "
+        "Results are written up in docs/benchmarks.md.",
     )
     parser.add_argument(
         "what",
         nargs="?",
         default="all",
-        choices=("appends", "verify", "proofs", "authz", "http", "all"),
+        choices=("appends", "verify", "proofs", "authz", "http", "views", "all"),
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="small sizes (10^5 entries at most), 1 s per append run and 2 s per HTTP run",
+        help="small sizes (10^5 entries at most, 10^6 rows for views), 1 s per append run "
+        "and 2 s per HTTP run",
     )
     parser.add_argument(
         "--rebuild",
@@ -83,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
 
         console.rule("HTTP requests")
         http.run(results, quick=args.quick)
+    if args.what in ("views", "all"):
+        from bench import views
+
+        console.rule("views")
+        views.run(results, quick=args.quick)
     elapsed = time.perf_counter() - started
     console.print(f"done in {elapsed:.0f} s (cached ledgers in {VAR})")
 

@@ -37,6 +37,9 @@ HMAC_BLOCK = 64
 MIN_KEY_BYTES = 32
 NOT_IN_RECORDS = frozenset({Treatment.DROP, Treatment.AGGREGATE_ONLY})
 GENERALIZATIONS = ("year", "month", "band", "district")
+# An address cut after its county-level unit (区, 县 or 县级市), past an optional province
+# and prefecture city: 山东省青岛市市南区香港中路10号 -> 山东省青岛市市南区.
+DISTRICT = "^((?:[^省]{1,8}省)?(?:[^市区县]{1,8}市)?.{1,8}?[区县市])"
 
 
 class ViewSpecError(ValueError):
@@ -50,7 +53,7 @@ class FieldRule:
 
     - ``mask``: ``keep_start`` and ``keep_end`` characters shown (3 and 4: 138****8000);
     - ``generalize``: ``to`` one of ``year``/``month`` (dates), ``band`` with ``width``
-      (numbers: 30-39), ``district`` (addresses, cut after the first 区 or 县);
+      (numbers: 30-39), ``district`` (addresses, cut after the county-level unit);
     - ``top_bottom_code``: ``low`` and ``high``, the values beyond them replaced by them.
     """
 
@@ -121,6 +124,7 @@ def build_record_view(
         config={"memory_limit": memory_limit, "threads": 2, "temp_directory": str(spill)}
     )
     try:
+        connection.execute("SET enable_progress_bar = false")
         read = connection.read_parquet if source.suffix == ".parquet" else connection.read_csv
         read(str(source)).create_view("source")
         columns = [row[0] for row in connection.execute("DESCRIBE source").fetchall()]
@@ -136,6 +140,7 @@ def build_record_view(
             for r in kept
             if spec.classes[r.column] is SensitivityClass.SENSITIVE_ATTRIBUTE
             and r.treatment is not Treatment.SUPPRESS
+            and spec.l_diversity > 1  # distinct counts per group are costly: only when asked
         )
         treated = ", ".join(
             f"{_expression(r, _quoted(r.column))} AS {_quoted(r.column)}" for r in kept
@@ -220,7 +225,7 @@ def _expression(rule: FieldRule, column: str) -> str:
         return f"CAST({band} AS VARCHAR) || '-' || CAST({band} + {width - 1} AS VARCHAR)"
     if to == "district":
         text = f"CAST({column} AS VARCHAR)"
-        return f"nullif(regexp_extract({text}, '^(.*?[区县])', 1), '')"
+        return f"nullif(regexp_extract({text}, '{DISTRICT}', 1), '')"
     raise ViewSpecError(f"{rule.column}: generalize 'to' is one of {', '.join(GENERALIZATIONS)}")
 
 

@@ -204,3 +204,31 @@ def test_every_group_left_has_at_least_k_records(rows: int, seed: int, k: int) -
         groups = Counter((r["age"], r["sex"], r["address"]) for r in view)
         assert all(size >= k for size in groups.values())
         assert report.rows_out == len(view) and report.rows_in == rows
+
+
+@pytest.mark.parametrize(
+    ("address", "district"),
+    [
+        ("山东省青岛市市南区香港中路10号", "山东省青岛市市南区"),
+        ("山东省青岛市平度市正阳路3号", "山东省青岛市平度市"),
+        ("青岛市崂山区沙子口街道城市花园1号", "青岛市崂山区"),
+        ("北京市朝阳区建国路1号", "北京市朝阳区"),
+        ("市北区延安三路5号", "市北区"),
+        ("某县城关镇", "某县"),
+        ("无地址", None),
+    ],
+)
+def test_addresses_are_cut_after_their_district(
+    tmp_path: Path, address: str, district: str | None
+) -> None:
+    source = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"address": [address] * 3}), source)
+    only = RecordViewSpec(
+        level="L1",
+        classes={"address": Q},
+        fields=(FieldRule("address", Treatment.GENERALIZE, {"to": "district"}),),
+        k=1,
+    )
+    out = tmp_path / "v.parquet"
+    build_record_view(source, only, POLICY, key=KEY, destination=out)
+    assert pq.read_table(out).column("address").to_pylist() == [district] * 3
