@@ -390,6 +390,9 @@ async def _serve_canned(port: int) -> None:
 def serve(kind: str, port: int, data_dir: Path | None) -> None:
     """Serve ``kind`` until SIGINT: the gateway through ``sbx serve``'s own
     :func:`~gateway.cli.serve.run_gateway`, the bare app with the same uvicorn settings."""
+    # A child inherits an ignored SIGINT (from a test runner's worker, say), and then
+    # neither asyncio.run nor Python itself would ever stop on it: restore the default.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if kind == "canned":
         try:
             asyncio.run(_serve_canned(port))
