@@ -21,11 +21,13 @@ held that lock across its own durable append (docs/benchmarks.md, section 5).
 Jobs in a batch see each other's changes, in queue order, as if they had run one after
 another. When a job fails:
 
-- before it changed anything (a refusal, a missing row), it alone gets its error; the
-  entries it recorded (a refusal's) are appended with the batch, and the others go on;
-- after it changed rows, the batch is rolled back, nothing of it is appended, and its jobs
-  are applied again one at a time, each in a transaction of its own. Jobs must therefore
-  do nothing but read and write through their session and record; they may run twice.
+- if nothing was flushed during the job and the session holds no pending change (a
+  refusal or a missing row before any write, the common case), it alone gets its error;
+  the entries it recorded (a refusal's) are appended with the batch, and the others go on;
+- otherwise (it may have changed rows, or may have touched what an earlier job left
+  pending) the batch is rolled back, nothing of it is appended, and its jobs are applied
+  again one at a time, each in a transaction of its own. Jobs must therefore do nothing
+  but read and write through their session and record; they may run twice.
 
 A job alone follows the same order as before batching: its entries are appended whether
 it succeeds or not (a failed sign-in is recorded and its transaction rolled back), then it
@@ -272,11 +274,10 @@ class WriteQueue:
                     except Exception as exc:
                         if alone:
                             _local.running = None
-                            self.sink.append_many(running.entries)  # a failure is recorded
+                            if running.entries:  # a refusal or failure it recorded stays
+                                self.sink.append_many(running.entries)
                             raise
-                        if _changes(session) != before or session.new or session.dirty:
-                            raise _Tangled() from exc
-                        if session.deleted:
+                        if _changes(session) != before or _pending(session):
                             raise _Tangled() from exc
                         outcomes.append((None, exc))
                     else:
@@ -303,6 +304,13 @@ def _count_statement(state: ORMExecuteState) -> None:
     if not state.is_select:
         session = state.session
         session.info[_CHANGES] = session.info.get(_CHANGES, 0) + 1
+
+
+def _pending(session: Session) -> bool:
+    """Whether the session holds changes not yet flushed. Checked when a job of a batch
+    fails: a pending change may be the failed job's own (even on an object an earlier job
+    changed too), so any pending change sends the batch back to one job at a time."""
+    return bool(session.new or session.dirty or session.deleted)
 
 
 def _changes(session: Session) -> int:

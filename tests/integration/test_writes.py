@@ -250,3 +250,17 @@ def test_the_writer_thread_ends_when_idle_and_starts_again(bench: Bench) -> None
     assert bench.writes._thread is None
     assert bench.writes.run(bench.add_organization(2)) == f"org{2:029d}"
     assert bench.organizations() == 2
+
+
+def test_a_failure_that_recorded_nothing_keeps_its_own_error_when_the_ledger_is_down(
+    bench: Bench,
+) -> None:
+    def missing(session: Session) -> None:
+        raise LookupError("no such organization")
+
+    bench.ledger.close()
+    with pytest.raises(LookupError, match="no such organization"):
+        bench.writes.run(missing)  # not hidden behind the ledger's refusal: nothing to record
+    with pytest.raises(LedgerError):
+        bench.writes.run(bench.add_organization(1))
+    assert bench.organizations() == 0
