@@ -81,12 +81,15 @@ def build_with_sbx(source: Path, out: Path) -> int:
 def build_with_pandas(source: Path, out: Path) -> int:
     import pandas as pd
 
-    from sandbox.views.record import DISTRICT
+    from sandbox.views.fields import DISTRICT, PSEUDONYM_ALPHABET
 
     frame = pd.read_parquet(source)
 
     def pseudonym(values: pd.Series) -> list[str]:
-        return [hmac.new(KEY, v.encode(), hashlib.sha256).hexdigest() for v in values]
+        return [
+            hmac.new(KEY, v.encode(), hashlib.sha256).hexdigest().translate(PSEUDONYM_ALPHABET)
+            for v in values
+        ]
 
     view = pd.DataFrame(
         {

@@ -189,3 +189,29 @@ class BrowserSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class PrivacyBudget(Base):
+    """A grant's differential-privacy budget, in millionths of epsilon so that spending
+    is exact integer arithmetic. ``spent`` never exceeds ``total``: every spend is one
+    conditional UPDATE (gateway.budget)."""
+
+    __tablename__ = "privacy_budgets"
+
+    grant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    total_micro: Mapped[int] = mapped_column(BigInteger)
+    spent_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class PrivacySpend(Base):
+    """One payment from a budget: what it bought is in the ledger entry of the same id."""
+
+    __tablename__ = "privacy_spends"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    grant_id: Mapped[str] = mapped_column(
+        ForeignKey("privacy_budgets.grant_id", ondelete="CASCADE"), index=True
+    )
+    epsilon_micro: Mapped[int] = mapped_column(BigInteger)
+    spent_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

@@ -46,6 +46,9 @@ class Treatment(StrEnum):
 
 
 AGGREGATE_LEVEL_TREATMENTS = frozenset({Treatment.DROP, Treatment.AGGREGATE_ONLY})
+AGGREGABLE = frozenset(
+    {Treatment.KEEP, Treatment.GENERALIZE, Treatment.TOP_BOTTOM_CODE, Treatment.AGGREGATE_ONLY}
+)
 LOCALES = ("zh-CN", "en")
 
 
@@ -81,6 +84,18 @@ class TreatmentPolicy:
 
     def allows(self, cls: SensitivityClass, level: str, treatment: Treatment) -> bool:
         return self.refusal(cls, level, treatment) is None
+
+    def aggregate_refusal(self, cls: SensitivityClass, level: str) -> str | None:
+        """Why a ``cls`` field at ``level`` may not be grouped by or summed in an
+        aggregated view; ``None`` if it may. Direct identifiers never may; other fields
+        may when the level lets them be kept, generalized, coded or aggregated."""
+        if level not in self.levels:
+            return f"there is no security level {level!r}"
+        if cls is SensitivityClass.DIRECT_IDENTIFIER:
+            return "a direct identifier never appears in an aggregated view"
+        if self.allowed[(cls, level)] & AGGREGABLE:
+            return None
+        return f"a {cls} field at level {level} may only be dropped"
 
     def class_of(self, kind: Kind) -> SensitivityClass:
         """The class a column found to hold identifiers of ``kind`` belongs to at least."""

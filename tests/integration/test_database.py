@@ -28,6 +28,8 @@ TABLES = {
     "role_grants",
     "api_tokens",
     "browser_sessions",
+    "privacy_budgets",
+    "privacy_spends",
     "alembic_version",
 }
 

@@ -1,0 +1,221 @@
+"""The view builder: from a dataset version in the vault to a view, its signed manifest
+and its ``view.build`` entry in the ledger.
+
+The builder is the one holder of a :class:`sandbox.vault.VaultReader`. For each build it
+decrypts the version into a private scratch folder (0700, removed afterwards), builds the
+view the spec asks for, signs the manifest and records it. Pseudonym keys are derived per
+grant from the builder's own secret (HKDF-SHA256, info ``sbx/pseudonym/v1 <grant>``), so a
+grant's views share pseudonyms with each other and with no other grant's, and no key per
+grant needs storing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, is_dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from audit.store import write_atomic
+from sandbox.vault import VaultReader
+from sandbox.views.aggregate import AggregateViewSpec, Released, build_aggregate_view
+from sandbox.views.disclosure import DisclosurePolicy
+from sandbox.views.fields import MIN_KEY_BYTES, ViewSpecError
+from sandbox.views.manifest import ManifestSigner, file_sha256
+from sandbox.views.private import Budget, PrivateViewSpec, build_private_view
+from sandbox.views.record import RecordViewSpec, build_record_view
+from sandbox.views.treatments import TreatmentPolicy
+
+Record = Callable[[dict[str, Any]], None]
+Spec = RecordViewSpec | AggregateViewSpec | PrivateViewSpec
+SECRET_FILE = "pseudonym.secret"  # noqa: S105 - a file name, not a secret
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+PARQUET_MAGIC = b"PAR1"
+
+
+@dataclass(frozen=True)
+class BuiltView:
+    kind: str
+    path: Path  # the view, Parquet
+    manifest_path: Path
+    manifest_sha256: str
+    report: Any
+
+
+class ViewBuilder:
+    def __init__(
+        self,
+        folder: Path,
+        vault: VaultReader,
+        treatments: TreatmentPolicy,
+        disclosure: DisclosurePolicy,
+        record: Record,
+        *,
+        budget: Budget | None = None,
+        memory_limit: str = "512MB",
+    ) -> None:
+        """``folder``: the builder's own (keys, scratch), reachable by nobody else."""
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+        self.folder = folder
+        self.vault = vault
+        self.treatments = treatments
+        self.disclosure = disclosure
+        self.record = record
+        self.budget = budget
+        self.memory_limit = memory_limit
+        self.signer = ManifestSigner(folder, record)
+        secret = folder / SECRET_FILE
+        if not secret.exists():
+            write_atomic(secret, os.urandom(MIN_KEY_BYTES), mode=0o600)
+        self._secret = secret.read_bytes()
+
+    def pseudonym_key(self, grant: str) -> bytes:
+        return HKDF(
+            algorithm=hashes.SHA256(),
+            length=MIN_KEY_BYTES,
+            salt=None,
+            info=f"sbx/pseudonym/v1 {grant}".encode(),
+        ).derive(self._secret)
+
+    def build(
+        self, *, grant: str, version: str, spec: Spec, name: str, out: Path, actor: str
+    ) -> BuiltView:
+        """Build view ``name`` of ``version`` for ``grant`` into ``out``: ``<name>.parquet``
+        and ``<name>.manifest.json``."""
+        if not _NAME.fullmatch(name):
+            raise ViewSpecError("a view name is 1-100 letters, digits, dots, dashes or underscores")
+        stored = self.vault.stored(version)
+        out.mkdir(parents=True, exist_ok=True)
+        destination = out / f"{name}.parquet"
+        scratch = Path(tempfile.mkdtemp(prefix="build-", dir=self.folder))
+        try:
+            with self._releases(grant, version) as released:
+                source = self._decrypt(version, scratch)
+                partial = scratch / "view.parquet"
+                kind, report = self._build(source, spec, grant, partial, released)
+                os.replace(partial, destination)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        manifest = {
+            "kind": kind,
+            "grant": grant,
+            "name": name,
+            "built_at": datetime.now(UTC).isoformat(),
+            "source": {
+                "dataset": stored.dataset,
+                "version": stored.version,
+                "sha256": stored.sha256,
+            },
+            "output": {
+                "file": destination.name,
+                "sha256": file_sha256(destination),
+                "bytes": destination.stat().st_size,
+            },
+            "spec": _as_data(spec),
+            "report": _as_data(report),
+            "policies": {
+                "treatments": self.treatments.digest,
+                "disclosure": self.disclosure.digest,
+            },
+            "signer": self.signer.key_id,
+        }
+        manifest_path = out / f"{name}.manifest.json"
+        digest = self.signer.write(manifest, manifest_path)
+        self.record(
+            {
+                "action": "view.build",
+                "actor": actor,
+                "object": f"grant:{grant}",
+                "detail": {
+                    "view": name,
+                    "kind": kind,
+                    "dataset": stored.dataset,
+                    "version": stored.version,
+                    "manifest_sha256": digest,
+                    "output_sha256": manifest["output"]["sha256"],
+                },
+            }
+        )
+        return BuiltView(kind, destination, manifest_path, digest, report)
+
+    def _decrypt(self, version: str, scratch: Path) -> Path:
+        blocks = self.vault.blocks(version)
+        first = next(blocks, b"")
+        suffix = ".parquet" if first.startswith(PARQUET_MAGIC) else ".csv"
+        source = scratch / f"source{suffix}"
+        with os.fdopen(os.open(source, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+            out.write(first)
+            for block in blocks:
+                out.write(block)
+        return source
+
+    @contextmanager
+    def _releases(self, grant: str, version: str) -> Iterator[Released]:
+        """What the grant's aggregated views of ``version`` have published, locked for the
+        build and saved only if the build succeeds."""
+        folder = self.folder / "releases" / hashlib.sha256(grant.encode()).hexdigest()[:32]
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = folder / f"{version}.json"
+        with (folder / f"{version}.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            released = Released.from_json(path.read_bytes()) if path.exists() else Released()
+            before = released.to_json()
+            yield released
+            if released.to_json() != before:
+                write_atomic(path, released.to_json(), mode=0o600)
+
+    def _build(
+        self, source: Path, spec: Spec, grant: str, destination: Path, released: Released
+    ) -> tuple[str, Any]:
+        if isinstance(spec, RecordViewSpec):
+            key = self.pseudonym_key(grant)
+            report: Any = build_record_view(
+                source,
+                spec,
+                self.treatments,
+                key=key,
+                destination=destination,
+                memory_limit=self.memory_limit,
+            )
+            return "record", report
+        if isinstance(spec, AggregateViewSpec):
+            report = build_aggregate_view(
+                source,
+                spec,
+                self.treatments,
+                self.disclosure,
+                destination=destination,
+                released=released,
+                memory_limit=self.memory_limit,
+            )
+            return "aggregate", report
+        if self.budget is None:
+            raise ViewSpecError("this builder has no privacy budget: private views are off")
+        report = build_private_view(
+            source,
+            spec,
+            self.treatments,
+            self.budget,
+            grant=grant,
+            destination=destination,
+            memory_limit=self.memory_limit,
+        )
+        return "private", report
+
+
+def _as_data(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return value
