@@ -20,13 +20,18 @@ from gateway import web
 from gateway.api import context
 from gateway.api.deps import Services, document_sign_in
 from gateway.api.limits import BodyLimit
-from gateway.api.routes import health, me, organizations, users
+from gateway.api.routes import catalog, health, me, organizations, users
 from gateway.authz import Authorizer, Denied
+from gateway.catalog.quality import UploadRejected
+from gateway.catalog.service import CatalogService
 from gateway.db import make_engine, migrate, session_factory
 from gateway.db.writes import WriteQueue
 from gateway.identity.model import Conflict, IdentityError, NotFound
 from gateway.identity.service import IdentityService
 from gateway.settings import Settings
+from gateway.workdays import WorkCalendar
+from sandbox.vault import Vault
+from sandbox.views.treatments import load_treatments
 
 API_PREFIX = "/api/v1"
 # Sent with every response: no framing, no sniffing, no third-party anything.
@@ -56,12 +61,30 @@ def open_services(settings: Settings) -> Services:
     writes = WriteQueue(sessions, context.LedgerSink(ledger))
     authorizer = Authorizer(settings.policies_dir, writes.record)
     identity = IdentityService(sessions, authorizer, writes.record, writes=writes)
+    catalog = open_catalog(settings, identity)
     return Services(
         sessions=sessions,
         ledger=ledger,
         authorizer=authorizer,
         identity=identity,
         web=settings.web,
+        catalog=catalog,
+    )
+
+
+def open_catalog(settings: Settings, identity: IdentityService) -> CatalogService:
+    """The catalog over the identity service's database, write queue and policy: the
+    vault and the upload scratch folder in the data directory, the treatments policy and
+    the working-day calendar from the policies folder."""
+    return CatalogService(
+        identity.sessions,
+        identity.writes,
+        identity.authorizer,
+        vault=Vault(settings.data_dir / "vault", identity.writes.record),
+        treatments=load_treatments(settings.policies_dir / "treatments.yaml"),
+        calendar=WorkCalendar.from_file(settings.policies_dir / "calendar.toml"),
+        scratch=settings.data_dir / "catalog",
+        clock=identity.clock,
     )
 
 
@@ -87,7 +110,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         # its own JSON lines (gateway.logs) and has no tracing backend to send spans to.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    for router in (health.router, me.router, organizations.router, users.router):
+    for router in (health.router, me.router, organizations.router, users.router, catalog.router):
         app.include_router(router, prefix=API_PREFIX)
     web.mount(app, api_prefix=API_PREFIX)
     document_sign_in(app)
@@ -110,6 +133,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def refused(_: Request, exc: IdentityError) -> JSONResponse:
         code = {NotFound: 404, Conflict: 409}.get(type(exc), 422)
         return problem(code, str(exc))
+
+    @app.exception_handler(UploadRejected)
+    async def rejected(_: Request, exc: UploadRejected) -> JSONResponse:
+        return JSONResponse({"detail": exc.problems}, status_code=422)
 
     @app.exception_handler(LedgerError)
     async def unrecorded(request: Request, exc: LedgerError) -> Response:

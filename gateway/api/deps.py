@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from audit import Ledger
 from gateway.authz import Authorizer
+from gateway.catalog.service import CatalogService
 from gateway.db.writes import WriteQueue
 from gateway.identity.model import Account, SignInFailed
 from gateway.identity.service import IdentityService
@@ -39,6 +40,7 @@ class Services:
     authorizer: Authorizer
     identity: IdentityService
     web: WebSettings = field(default_factory=WebSettings)
+    catalog: CatalogService | None = None
     browser_sessions: SessionService = field(init=False)
 
     def __post_init__(self) -> None:
@@ -207,7 +209,7 @@ class Requires(Declaration):
         # waits for the disk, in the thread pool.
         found: Services = request.app.state.services
         account = await current_account(found, request, credentials)
-        reason = found.authorizer.refusal(account.actor(), self.obj, self.act)
+        reason = found.authorizer.refusal_before_target(account.actor(), self.obj, self.act)
         if reason is not None:
             action = f"{self.obj}:{self.act}"
             await run_in_threadpool(record_forbidden, found, account, action, reason)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.authz.decisions import Decisions
-from gateway.authz.duties import Actor, Target, duty_conflict
+from gateway.authz.duties import UNKNOWN_TARGET, Actor, Target, duty_conflict
 from gateway.authz.errors import AuthorizationError, Denied, PolicyError
 from gateway.authz.policy import Grant, PolicyFiles, build_enforcer, read_policy_files
 
@@ -60,6 +60,16 @@ class Authorizer:
         if not snapshot.decisions.allows(actor.user, actor.organization, obj, act):
             return f"your roles do not allow {act} on {obj}"
         return duty_conflict(snapshot.files.duties, actor, f"{obj}:{act}", target or Target())
+
+    def refusal_before_target(self, actor: Actor, obj: str, act: str) -> str | None:
+        """Why ``actor`` may not ``act`` on ``obj`` whatever the object turns out to be:
+        the policy, and the duties that depend on the actor alone. For the check at the
+        door (an API route), before the object is read; the service then checks the rest
+        with the object as its target."""
+        snapshot = self._snapshot
+        if not snapshot.decisions.allows(actor.user, actor.organization, obj, act):
+            return f"your roles do not allow {act} on {obj}"
+        return duty_conflict(snapshot.files.duties, actor, f"{obj}:{act}", UNKNOWN_TARGET)
 
     def authorize(self, actor: Actor, obj: str, act: str, target: Target | None = None) -> None:
         """Raise :class:`Denied` unless ``actor`` may ``act`` on ``obj``."""

@@ -41,11 +41,17 @@ class Target:
     drafted_by: frozenset[str] = field(default_factory=frozenset)  # opinion authors
 
 
+# A target not read yet: only the rules that depend on the actor alone can be applied.
+UNKNOWN_TARGET = Target(drafted_by=frozenset({"*"}))
+
+
 def duty_conflict(duties: Duties, actor: Actor, action: str, target: Target) -> str | None:
     """The rule ``actor`` would break doing ``action`` (``object:action``) on ``target``."""
     decision = action in duties.decisions
     if ADMIN in actor.roles and (decision or action in duties.data_content):
         return "administrators do not handle data content or take decisions"
+    if target is UNKNOWN_TARGET:
+        return None
     if (decision or action in duties.reviews) and target.organization == actor.organization:
         return "nobody reviews or decides on a request of their own organization"
     if decision and actor.user == target.requested_by:

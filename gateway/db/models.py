@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Dialect,
     Enum,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
 )
@@ -215,3 +217,114 @@ class PrivacySpend(Base):
     )
     epsilon_micro: Mapped[int] = mapped_column(BigInteger)
     spent_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class DatasetStatus(enum.StrEnum):
+    DRAFT = "draft"  # registered, its first revision not approved yet
+    PUBLISHED = "published"
+    WITHDRAWN = "withdrawn"
+
+
+class RevisionState(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class ObjectionState(enum.StrEnum):
+    OPEN = "open"
+    ANSWERED = "answered"
+    CLOSED = "closed"
+
+
+class Dataset(Base):
+    """A dataset of the catalog. What it is lives in its revisions (``CatalogRevision``);
+    ``published_revision`` is the one in force."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[DatasetStatus] = mapped_column(
+        _enum(DatasetStatus, "dataset_status"), default=DatasetStatus.DRAFT
+    )
+    published_revision: Mapped[int | None] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class CatalogRevision(Base):
+    """One version of a dataset's catalog entry: requested by a provider steward, given
+    an opinion by a reviewer, approved or rejected by an approver (R5): three people.
+    ``entry`` is the entry's JSON."""
+
+    __tablename__ = "catalog_revisions"
+    __table_args__ = (UniqueConstraint("dataset_id", "number"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    entry: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(String(500))
+    less_open: Mapped[str] = mapped_column(String(40), default="")  # "share,open"
+    state: Mapped[RevisionState] = mapped_column(
+        _enum(RevisionState, "revision_state"), default=RevisionState.PENDING
+    )
+    requested_by: Mapped[str] = mapped_column(String(40))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    due_on: Mapped[date] = mapped_column(Date)
+    opinion: Mapped[str | None] = mapped_column(Text)  # a reviewer's, before the decision
+    recommends: Mapped[bool | None] = mapped_column(Boolean)
+    opinion_by: Mapped[str | None] = mapped_column(String(40))
+    opinion_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(40))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decision_reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class DatasetVersion(Base):
+    """Data uploaded for a dataset, checked against the entry in force and stored in the
+    vault under ``id``; ``quality`` is the quality report's JSON."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (UniqueConstraint("dataset_id", "number"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(BigInteger)
+    format: Mapped[str] = mapped_column(String(16))
+    quality: Mapped[str] = mapped_column(Text)
+    warnings: Mapped[int] = mapped_column(Integer, default=0)
+    uploaded_by: Mapped[str] = mapped_column(String(40))
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class Objection(Base):
+    """A data user's report of a quality problem (R6): the provider answers within five
+    working days, or fifteen once extended, on the Chinese working-day calendar."""
+
+    __tablename__ = "objections"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    version_id: Mapped[str | None] = mapped_column(String(64))
+    raised_by: Mapped[str] = mapped_column(String(40))
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    state: Mapped[ObjectionState] = mapped_column(
+        _enum(ObjectionState, "objection_state"), default=ObjectionState.OPEN
+    )
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    due_on: Mapped[date] = mapped_column(Date)
+    provisional: Mapped[bool] = mapped_column(Boolean, default=False)
+    extended: Mapped[bool] = mapped_column(Boolean, default=False)
+    extension_reason: Mapped[str | None] = mapped_column(String(500))
+    answer: Mapped[str | None] = mapped_column(Text)
+    answered_by: Mapped[str | None] = mapped_column(String(40))
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

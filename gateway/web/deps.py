@@ -76,7 +76,7 @@ class Page(Declaration):
                 status.HTTP_303_SEE_OTHER, "change the password", location="/account/password"
             )
         if self.obj is not None and self.act is not None:
-            reason = found.authorizer.refusal(account.actor(), self.obj, self.act)
+            reason = found.authorizer.refusal_before_target(account.actor(), self.obj, self.act)
             if reason is not None:
                 self._refuse(found, account, reason)
         return Viewer(account, active)

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from audit import Ledger
 from audit.entry import parse
-from gateway.api import context, create_app
+from gateway.api import context, create_app, open_catalog
 from gateway.api.deps import Services
 from gateway.authz import Authorizer
 from gateway.db import make_engine, migrate, session_factory
@@ -54,6 +54,7 @@ class Gateway:
             ledger=self.ledger,
             authorizer=self.identity.authorizer,
             identity=self.identity,
+            catalog=open_catalog(settings, self.identity),
         )
         made = self.identity.bootstrap_admin(operator_name="运营", credit_code=credit_code(1))
         assert made is not None

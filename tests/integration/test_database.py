@@ -30,6 +30,10 @@ TABLES = {
     "browser_sessions",
     "privacy_budgets",
     "privacy_spends",
+    "datasets",
+    "catalog_revisions",
+    "dataset_versions",
+    "objections",
     "alembic_version",
 }
 

@@ -31,6 +31,7 @@ MATRIX = """
 action               applicant provider_steward reviewer approver regulator admin
 catalog:read             A            A            A        A         A       -
 catalog:create           -            A            -        -         -       -
+catalog:review           -            -            A        -         -       -
 catalog:approve          -            -            -        A         -       -
 dataset:upload           -            A            -        -         -       -
 view:read                A            -            -        -         -       -
