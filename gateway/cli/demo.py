@@ -4,10 +4,13 @@ of every role, then the gateway and its console.
 On first run in a data directory it registers one organization of each type and a user
 for each role, through the same identity service (and so the same audit ledger) as
 everything else; their passwords are generated then and kept, owner-only, in
-``<data dir>/demo-accounts.json`` so that later runs can print them again. It then shows
-that the ledger recorded all of it — a checkpoint, an inclusion and a consistency proof,
-an evidence archive, and the standalone verifier run in a separate process, as a
-regulator would — and serves the console until interrupted.
+``<data dir>/demo-accounts.json`` so that later runs can print them again. It then takes
+a synthetic dataset through the whole path (:mod:`gateway.cli.demo_data`): registered
+in the catalog, reviewed and approved, uploaded and sealed in the vault, and turned into
+a record-level, an aggregated and a differentially private view with signed manifests.
+It shows that the ledger recorded all of it — a checkpoint, an inclusion and a
+consistency proof, an evidence archive, and the standalone verifier run in a separate
+process, as a regulator would — and serves the console until interrupted.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from rich.panel import Panel
 from rich.table import Table
 
 from gateway.api.deps import Services
+from gateway.authz import Actor
 from gateway.cli.common import console, fail, ledger_errors, settings_of, short
+from gateway.cli.demo_data import ship_dataset
 from gateway.cli.serve import OPERATOR_NAME, run_gateway
 from gateway.db.models import OrganizationType, VerificationStatus
-from gateway.identity.model import IdentityError
+from gateway.identity.model import Account, IdentityError
 from gateway.settings import Settings
 from sandbox.identifiers.credit_code import check_character
 
@@ -95,16 +100,20 @@ def _accounts(settings: Settings, services: Services) -> list[dict[str, str]]:
         accounts: list[dict[str, str]] = json.loads(path.read_text())
         return accounts
     try:
-        accounts = _seed(settings, services)
+        accounts, actors = _seed(settings, services)
     except IdentityError as exc:
         fail(f"the demo could not set up its accounts: {exc}")
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as target:
         json.dump(accounts, target, ensure_ascii=False, indent=2)
+    try:
+        ship_dataset(settings, services, actors)
+    except IdentityError as exc:
+        fail(f"the demo could not take its dataset through the catalog: {exc}")
     return accounts
 
 
-def _seed(settings: Settings, services: Services) -> list[dict[str, str]]:
+def _seed(settings: Settings, services: Services) -> tuple[list[dict[str, str]], dict[str, Actor]]:
     identity = services.identity
     made = identity.bootstrap_admin(
         operator_name=OPERATOR_NAME, credit_code=settings.operator_credit_code
@@ -117,11 +126,14 @@ def _seed(settings: Settings, services: Services) -> list[dict[str, str]]:
     admin, one_time = made
     accounts = [_settle(services, admin.id, "admin", one_time, "admin", OPERATOR_NAME)]
     actor = admin.actor()
+    actors: dict[str, Actor] = {}
     console.print("[bold]setting up[/] (each step recorded in the audit ledger):")
     for username, name, role in OPERATOR_USERS:
-        accounts.append(
-            _user(services, actor, admin.organization_id, OPERATOR_NAME, username, name, role)
+        account, made_user = _user(
+            services, actor, admin.organization_id, OPERATOR_NAME, username, name, role
         )
+        accounts.append(account)
+        actors[role] = made_user.actor()
     for kind, org_name, head, users in ORGANIZATIONS:
         organization = identity.create_organization(
             actor, kind=kind, name=org_name, credit_code=_credit_code(head)
@@ -131,8 +143,12 @@ def _seed(settings: Settings, services: Services) -> list[dict[str, str]]:
         )
         console.print(f"  organization {org_name} ({kind.value}), real name verified")
         for username, name, role in users:
-            accounts.append(_user(services, actor, organization.id, org_name, username, name, role))
-    return accounts
+            account, made_user = _user(
+                services, actor, organization.id, org_name, username, name, role
+            )
+            accounts.append(account)
+            actors[role] = made_user.actor()
+    return accounts, actors
 
 
 def _user(
@@ -143,7 +159,7 @@ def _user(
     username: str,
     name: str,
     role: str,
-) -> dict[str, str]:
+) -> tuple[dict[str, str], Account]:
     account, one_time = services.identity.create_user(
         actor,
         organization_id=organization_id,
@@ -152,7 +168,7 @@ def _user(
         roles=(role,),
     )
     console.print(f"  user {username} ({role}) in {organization}")
-    return _settle(services, account.id, username, one_time, role, organization)
+    return _settle(services, account.id, username, one_time, role, organization), account
 
 
 def _settle(

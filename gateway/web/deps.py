@@ -66,6 +66,11 @@ class Page(Declaration):
                 location=f"/login?next={quote(local_path(request), safe='/')}",
             )
         account = active.account
+        # Who may, before the body is read: a refused upload is never parsed or spooled.
+        if self.obj is not None and self.act is not None:
+            reason = found.authorizer.refusal_before_target(account.actor(), self.obj, self.act)
+            if reason is not None:
+                self._refuse(found, account, reason)
         if request.method not in SAFE_METHODS:
             form = await request.form()
             presented = form.get(CSRF_FIELD)
@@ -75,10 +80,6 @@ class Page(Declaration):
             raise PageRefused(
                 status.HTTP_303_SEE_OTHER, "change the password", location="/account/password"
             )
-        if self.obj is not None and self.act is not None:
-            reason = found.authorizer.refusal_before_target(account.actor(), self.obj, self.act)
-            if reason is not None:
-                self._refuse(found, account, reason)
         return Viewer(account, active)
 
     def _refuse(self, found: Services, account: Account, reason: str) -> None:

@@ -57,7 +57,7 @@ class ViewBuilder:
     def __init__(
         self,
         folder: Path,
-        vault: VaultReader,
+        vault: Path,
         treatments: TreatmentPolicy,
         disclosure: DisclosurePolicy,
         record: Record,
@@ -65,11 +65,12 @@ class ViewBuilder:
         budget: Budget | None = None,
         memory_limit: str = "512MB",
     ) -> None:
-        """``folder``: the builder's own (keys, scratch), reachable by nobody else."""
+        """``folder``: the builder's own (keys, scratch), reachable by nobody else;
+        ``vault``: the vault's folder, which the builder alone opens for reading."""
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(folder, 0o700)
         self.folder = folder
-        self.vault = vault
+        self.vault = VaultReader(vault)
         self.treatments = treatments
         self.disclosure = disclosure
         self.record = record

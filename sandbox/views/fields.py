@@ -8,7 +8,6 @@ never enter them.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import shutil
 import tempfile
@@ -22,7 +21,6 @@ import duckdb
 
 from sandbox.views.treatments import Treatment
 
-HMAC_BLOCK = 64
 MIN_KEY_BYTES = 32
 NOT_IN_RECORDS = frozenset({Treatment.DROP, Treatment.AGGREGATE_ONLY})
 # A pseudonym is the hex HMAC with its digits 0-9 written as g-p: 64 letters a-p. No run of
@@ -77,13 +75,10 @@ def source_connection(
         shutil.rmtree(spill, ignore_errors=True)
 
 
-def with_key(sql: str, key: bytes) -> str:
-    """``sql`` with the HMAC pads of ``key`` in place of ``$ipad``/``$opad`` (in the
-    query's text: statements with windows cannot be prepared)."""
+def check_key(key: bytes) -> None:
+    """:class:`ViewSpecError` for a pseudonym key too short to be a key."""
     if len(key) < MIN_KEY_BYTES:
         raise ViewSpecError(f"a pseudonym key has at least {MIN_KEY_BYTES} bytes")
-    ipad, opad = _pads(key)
-    return sql.replace("$ipad", f"unhex('{ipad.hex()}')").replace("$opad", f"unhex('{opad.hex()}')")
 
 
 def expression(rule: FieldRule, column: str) -> str:
@@ -92,10 +87,8 @@ def expression(rule: FieldRule, column: str) -> str:
     if treatment is Treatment.KEEP or treatment in NOT_IN_RECORDS:
         return column
     if treatment is Treatment.PSEUDONYMIZE:
-        # HMAC-SHA256(key, value) = H(key ^ opad || H(key ^ ipad || value)), in hex with
-        # the digits written as the letters g-p (see PSEUDONYM_ALPHABET)
-        hmac = f"sha256($opad || unhex(sha256($ipad || encode(CAST({column} AS VARCHAR)))))"
-        return f"translate({hmac}, '0123456789', '{PSEUDONYM_DIGITS}')"
+        # HMAC-SHA256 under the grant's key, defined on the connection (pseudonyms.py)
+        return f"sbx_pseudonym(CAST({column} AS VARCHAR))"
     if treatment is Treatment.SUPPRESS:
         return "NULL"
     if treatment is Treatment.MASK:
@@ -138,13 +131,6 @@ def _number(rule: FieldRule, params: dict[str, Any], name: str) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         raise ViewSpecError(f"{rule.column}: {name} must be a finite number")
     return float(value)
-
-
-def _pads(key: bytes) -> tuple[bytes, bytes]:
-    if len(key) > HMAC_BLOCK:
-        key = hashlib.sha256(key).digest()
-    padded = key.ljust(HMAC_BLOCK, b"\0")
-    return bytes(b ^ 0x36 for b in padded), bytes(b ^ 0x5C for b in padded)
 
 
 def quoted(name: str) -> str:

@@ -13,9 +13,9 @@ within DuckDB's limit however large the table::
                and the number of distinct values of each sensitive attribute in it
     the view = the records whose group has at least k records and l distinct values
 
-Keyed pseudonyms are HMAC-SHA256 under a key of the grant's own, computed in SQL from two
-SHA-256 calls (RFC 2104), so the same person has the same pseudonym within a grant and
-pseudonyms of two grants cannot be linked.
+Keyed pseudonyms are HMAC-SHA256 under a key of the grant's own (``pseudonyms.py``), so
+the same person has the same pseudonym within a grant and pseudonyms of two grants cannot
+be linked.
 """
 
 from __future__ import annotations
@@ -24,16 +24,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandbox.views import pseudonyms
 from sandbox.views.fields import (
     NOT_IN_RECORDS,
     FieldRule,
     ViewSpecError,
+    check_key,
     expression,
     literal,
     quoted,
     scalar,
     source_connection,
-    with_key,
 )
 from sandbox.views.treatments import SensitivityClass, Treatment, TreatmentPolicy
 
@@ -100,9 +101,12 @@ def build_record_view(
     key: bytes,
     destination: Path,
     memory_limit: str = "512MB",
+    compiled: bool = True,
 ) -> RecordViewReport:
-    """Build the view of ``source`` (Parquet or CSV) into ``destination`` (Parquet)."""
-    with_key("", key)  # a short key is refused before anything is read
+    """Build the view of ``source`` (Parquet or CSV) into ``destination`` (Parquet).
+    ``compiled``: use the compiled pseudonym kernel when it is built (``False``: the SQL
+    reference, for tests that compare the two)."""
+    check_key(key)  # a short key is refused before anything is read
     with source_connection(source, destination, memory_limit) as (connection, columns, _):
         check_spec(spec, columns, policy)
         kept = [rule for rule in spec.fields if rule.treatment not in NOT_IN_RECORDS]
@@ -129,12 +133,10 @@ def build_record_view(
         l_needed = int(spec.l_diversity)
         diverse = " AND ".join(f"__d{i} >= {l_needed}" for i in range(len(sensitive))) or "TRUE"
         outputs = ", ".join(quoted(r.column) for r in kept)
+        pseudonyms.install(connection, key, compiled=compiled)
         connection.execute(
-            with_key(
-                f"CREATE TEMP TABLE counted AS SELECT *, {', '.join(counts)} "  # noqa: S608 - see fields
-                f"FROM (SELECT {treated} FROM source)",
-                key,
-            )
+            f"CREATE TEMP TABLE counted AS SELECT *, {', '.join(counts)} "  # noqa: S608 - see fields
+            f"FROM (SELECT {treated} FROM source)"
         )
         where = f"__n >= {int(spec.k)} AND {diverse}"
         connection.execute(

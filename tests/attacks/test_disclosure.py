@@ -25,10 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bench.citizens import write_citizens
 from bench.views import spec as bench_spec
 from sandbox.identifiers import find_identifiers
-from sandbox.vault import Vault, VaultReader
+from sandbox.synthetic import write_citizens
+from sandbox.vault import Vault
 from sandbox.views.aggregate import AggregateViewSpec, Cell
 from sandbox.views.builder import ViewBuilder
 from sandbox.views.disclosure import load_disclosure
@@ -62,7 +62,7 @@ def builder(tmp_path: Path, citizens: Path) -> ViewBuilder:
     vault.put([town.read_bytes()], dataset="citizens", version="small", actor="user:provider")
     return ViewBuilder(
         tmp_path / "builder",
-        VaultReader(tmp_path / "vault"),
+        tmp_path / "vault",
         TREATMENTS,
         DISCLOSURE,
         entries.append,

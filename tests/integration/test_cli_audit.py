@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -9,12 +11,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from typer.testing import CliRunner
 
 from audit import ConsistencyProof, InclusionProof, Ledger
+from audit.entry import parse
 from gateway.api import open_services
+from gateway.api.deps import Services
+from gateway.authz import Actor
 from gateway.cli import app
 from gateway.settings import load_settings
+from sandbox.views.manifest import read_manifest
 
 runner = CliRunner()
 
@@ -224,8 +231,36 @@ def test_demo_sets_up_a_user_of_every_role_and_proves_the_ledger(tmp_path: Path)
             ).items
         }
         assert kinds == {"operator", "provider", "application_unit", "regulator"}
+        regulator = next(a for a in accounts if a["role"] == "regulator")
+        reader = services.identity.authenticate(regulator["username"], regulator["password"])
+        _check_demo_dataset(services, reader.actor(), tmp_path / "var")
     finally:
         services.close()
+
+
+def _check_demo_dataset(services: Services, reader: Actor, data_dir: Path) -> None:
+    """The demo's dataset went the whole way: published, uploaded to the vault only, and
+    turned into three views whose signed manifests are in the ledger."""
+    catalog = services.catalog
+    assert catalog is not None
+    (dataset,) = catalog.datasets(reader).items
+    assert dataset.status.value == "published" and dataset.versions == 1
+    (version,) = catalog.versions(reader, dataset.id)
+    assert version.rows == 100_000 and version.quality["warnings"] == []
+    assert not (data_dir / "demo" / "citizens.parquet").exists()  # the vault alone keeps it
+    entries = [parse(line) for _, line in services.ledger.entries(1)]
+    built = {e["detail"]["view"]: e["detail"] for e in entries if e["action"] == "view.build"}
+    assert set(built) == {"citizens", "by_district_age", "figures"}
+    views = data_dir / "views" / "demo-grant"
+    (key,) = [e["detail"]["public_key"] for e in entries if e["action"] == "view.key"]
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(key))  # as the ledger has it
+    for name, detail in built.items():
+        path = views / f"{name}.manifest.json"
+        assert read_manifest(path, public)["source"]["version"] == version.id
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == detail["manifest_sha256"]
+    spends = [e for e in entries if e["action"] == "privacy.spend"]
+    assert [e["outcome"] for e in spends] == ["ok"]
+    assert any(e["action"] == "objection.answer" for e in entries)
 
 
 def test_a_damaged_checkpoint_log_stops_writers_with_a_message(data_dir: Path) -> None:

@@ -6,13 +6,21 @@ from __future__ import annotations
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from gateway.api import create_app, open_services
+from gateway.api.deps import Services
+from gateway.db.models import OrganizationType
+from gateway.identity.model import Account
+from gateway.settings import load_settings
+from tests.integration.test_catalog import ENTRY, credit_code, visits_csv
 from tests.integration.test_serve import free_port, start, wait_for_health
 
 CHROMIUM = "/usr/bin/chromium"
@@ -147,3 +155,112 @@ def test_an_admin_signs_in_and_registers_an_organization_with_a_user(
     expect(newcomer.get_by_test_id("roles")).to_contain_text("数据申请人")
     expect(newcomer.get_by_text("管理单位和用户")).to_have_count(0)
     newcomer.context.close()
+
+
+@dataclass
+class Gateway:
+    """The gateway served by uvicorn inside the test's own process, so that the test can
+    also act through its services; the people of a provider and of the operator."""
+
+    url: str
+    found: Services
+    accounts: dict[str, Account]
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    settings = load_settings(data_dir=tmp_path / "var")
+    found = open_services(settings)
+    identity = found.identity
+    made = identity.bootstrap_admin(operator_name="运营", credit_code=credit_code(1))
+    assert made is not None
+    admin = made[0].actor()
+    provider = identity.create_organization(
+        admin,
+        kind=OrganizationType.PROVIDER,
+        name="青岛市卫生健康委员会",
+        credit_code=credit_code(2),
+    ).id
+    accounts = {}
+    for username, organization, role in (
+        ("steward", provider, "provider_steward"),
+        ("reviewer", made[0].organization_id, "reviewer"),
+        ("approver", made[0].organization_id, "approver"),
+    ):
+        account, one_time = identity.create_user(
+            admin, organization_id=organization, username=username, roles=(role,), display_name=""
+        )
+        identity.set_password(account.id, one_time, NEW_PASSWORD)
+        accounts[username] = account
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, found), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.05)
+        yield Gateway(f"http://127.0.0.1:{port}", found, accounts)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        found.close()
+    assert not thread.is_alive()
+
+
+def test_a_steward_registers_a_dataset_and_uploads_its_data(
+    gateway: Gateway, browser: Browser, tmp_path: Path
+) -> None:
+    page = browser.new_context(locale="zh-CN").new_page()
+    page.goto(gateway.url + "/catalog")
+    sign_in(page, "steward", NEW_PASSWORD)
+    expect(page.get_by_role("heading", name="数据目录")).to_be_visible()
+
+    page.get_by_role("link", name="登记数据资源").click()
+    page.get_by_label("数据资源名称").fill(ENTRY["name"])
+    page.get_by_label("描述", exact=True).fill(ENTRY["description"])
+    page.get_by_label("更新周期").select_option("monthly")
+    page.get_by_label("安全级别").select_option("L3")
+    page.get_by_label("共享属性").select_option("conditional")
+    page.get_by_label("共享限制的法律依据").fill(ENTRY["legal_basis"]["share"])
+    page.get_by_label("开放属性").select_option("not_open")
+    page.get_by_label("开放限制的法律依据").fill(ENTRY["legal_basis"]["open"])
+    page.get_by_label("使用条件").fill(ENTRY["usage_conditions"])
+    lines = [
+        f"{f['name']} | {f['type']} | {f['sensitivity']} | {f.get('identifier', '')} | "
+        f"{f['description']}"
+        for f in ENTRY["fields"]
+    ]
+    page.get_by_label("字段（每行一个）").fill("\n".join(lines))
+    page.get_by_label("理由", exact=True).fill("首次登记")
+    page.get_by_role("button", name="登记", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("数据资源已登记")
+    expect(page.get_by_test_id("fields")).to_contain_text("直接标识符")
+    dataset_id = page.url.split("?")[0].rsplit("/", 1)[1]
+
+    # The operator's review and approval, through the service (their pages are tested
+    # over HTTP in test_web_catalog).
+    catalog = gateway.found.catalog
+    assert catalog is not None
+    reviewer, approver = gateway.accounts["reviewer"], gateway.accounts["approver"]
+    catalog.review(reviewer.actor(), dataset_id, 1, recommends=True, opinion="分级合理")
+    catalog.decide(approver.actor(), dataset_id, 1, approve=True, reason="同意发布")
+
+    page.goto(f"{gateway.url}/catalog/{dataset_id}")
+    expect(page.get_by_test_id("status")).to_have_text("已发布")
+    data = tmp_path / "visits.csv"
+    data.write_bytes(visits_csv(200, bad_ids=3))
+    page.get_by_label("数据文件").set_input_files(data)
+    page.get_by_role("button", name="上传", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("文件已通过检查并存储")
+    expect(page.get_by_test_id("quality-summary")).to_contain_text("200 行")
+    quality = page.get_by_test_id("quality")
+    expect(quality.locator("tr[data-field='id_number']")).to_contain_text("98.5%")
+    expect(page.get_by_test_id("warnings")).to_contain_text("fail their checksum")
+    assert [v.rows for v in catalog.versions(approver.actor(), dataset_id)] == [200]
+    page.context.close()

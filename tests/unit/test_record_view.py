@@ -238,3 +238,50 @@ def test_addresses_are_cut_after_their_district(
     out = tmp_path / "v.parquet"
     build_record_view(source, only, POLICY, key=KEY, destination=out)
     assert pq.read_table(out).column("address").to_pylist() == [district] * 3
+
+
+def test_the_compiled_pseudonyms_are_the_sql_reference_exactly(
+    source: Path, tmp_path: Path
+) -> None:
+    from sandbox.views import pseudonyms
+
+    assert pseudonyms.native is not None, "the kernel is built with the package here"
+    spec = RecordViewSpec("L1", CLASSES, (FieldRule("id_number", Treatment.PSEUDONYMIZE),), k=1)
+    built = {}
+    for compiled in (True, False):
+        out = tmp_path / f"{compiled}.parquet"
+        build_record_view(source, spec, POLICY, key=KEY, destination=out, compiled=compiled)
+        built[compiled] = pq.read_table(out).column("id_number").to_pylist()
+    assert built[True] == built[False] and len(built[True]) == 300
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), st.text(max_size=80)), min_size=1, max_size=40),
+    st.binary(min_size=32, max_size=100),
+)
+def test_the_kernel_and_the_macro_agree_on_any_text(values: list[str | None], key: bytes) -> None:
+    import duckdb
+
+    from sandbox.views import pseudonyms
+
+    answers = []
+    for compiled in (True, False):
+        connection = duckdb.connect()
+        pseudonyms.install(connection, key, compiled=compiled)
+        connection.execute("CREATE TABLE t (n INTEGER, v VARCHAR)")
+        connection.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(values)))
+        answers.append(connection.execute("SELECT sbx_pseudonym(v) FROM t ORDER BY n").fetchall())
+        connection.close()
+    assert answers[0] == answers[1]
+    expected = [
+        None
+        if v is None
+        else hmac.new(
+            key if len(key) <= 64 else hashlib.sha256(key).digest(), v.encode(), hashlib.sha256
+        )
+        .hexdigest()
+        .translate(PSEUDONYM_ALPHABET)
+        for v in values
+    ]
+    assert [row[0] for row in answers[0]] == expected

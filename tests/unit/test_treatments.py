@@ -26,9 +26,8 @@ def test_the_shipped_policy_decides_every_class_at_every_level() -> None:
     assert len(policy.allowed) == 4 * len(SensitivityClass)
     assert policy.allows(DIRECT, "L1", Treatment.PSEUDONYMIZE)
     assert not policy.allows(DIRECT, "L3", Treatment.MASK)
-    assert policy.refusal(QUASI, "L2", Treatment.KEEP) == (
-        "a quasi_identifier field at level L2 may undergo drop, generalize, suppress, "
-        "top_bottom_code, not keep"
+    assert policy.refusal(QUASI, "L3", Treatment.KEEP) == (
+        "a quasi_identifier field at level L3 may undergo drop, generalize, suppress, not keep"
     )
     assert policy.refusal(QUASI, "L9", Treatment.DROP) == "there is no security level 'L9'"
     assert not any(policy.allows(cls, "L4", Treatment.KEEP) for cls in SensitivityClass)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from audit import canonical
-from sandbox.vault import Vault, VaultReader
+from sandbox.vault import Vault
 from sandbox.views.aggregate import AggregateViewSpec
 from sandbox.views.builder import ViewBuilder
 from sandbox.views.disclosure import load_disclosure
@@ -76,7 +76,7 @@ class Setup:
         )
         self.builder = ViewBuilder(
             root / "builder",
-            VaultReader(root / "vault"),
+            root / "vault",
             TREATMENTS,
             DISCLOSURE,
             self.entries.append,
@@ -141,7 +141,7 @@ def test_keys_survive_a_restart_and_grants_get_keys_of_their_own(tmp_path: Path)
     setup = Setup(tmp_path)
     again = ViewBuilder(
         tmp_path / "builder",
-        VaultReader(tmp_path / "vault"),
+        tmp_path / "vault",
         TREATMENTS,
         DISCLOSURE,
         setup.entries.append,
@@ -167,7 +167,7 @@ def test_a_failed_build_leaves_no_view_and_no_plaintext(tmp_path: Path) -> None:
         )
     no_budget = ViewBuilder(
         tmp_path / "nb",
-        VaultReader(tmp_path / "vault"),
+        tmp_path / "vault",
         TREATMENTS,
         DISCLOSURE,
         setup.entries.append,

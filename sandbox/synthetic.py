@@ -1,4 +1,5 @@
-"""Synthetic citizens: a table of made-up people of Qingdao, for the view benchmarks.
+"""Synthetic citizens: a table of made-up people of Qingdao, for the demo and the view
+benchmarks.
 
 Twelve columns, none of them real data: a name, a resident ID number (valid check
 character, birth date and district code), a mobile number, sex, birth date, age, an
@@ -41,6 +42,23 @@ CHECK = np.array(list("10X98765432"))
 EPOCH = date(1940, 1, 1)
 SPAN_DAYS = (date(2008, 12, 31) - EPOCH).days
 TODAY = date(2026, 11, 25)
+
+# What each column is, as its catalog entry states it:
+# (name, type, description, sensitivity class, identifier kind held)
+FIELDS: list[tuple[str, str, str, str, str | None]] = [
+    ("name", "string", "姓名", "direct_identifier", None),
+    ("id_number", "string", "公民身份号码", "direct_identifier", "resident_id"),
+    ("phone", "string", "手机号码", "direct_identifier", "mobile"),
+    ("sex", "string", "性别", "quasi_identifier", None),
+    ("birth_date", "date", "出生日期", "quasi_identifier", None),
+    ("age", "integer", "年龄", "quasi_identifier", None),
+    ("address", "string", "住址", "quasi_identifier", None),
+    ("occupation", "string", "职业", "quasi_identifier", None),
+    ("diagnosis", "string", "主要诊断", "sensitive_attribute", None),
+    ("income", "integer", "年收入（元）", "sensitive_attribute", None),
+    ("visits", "integer", "年度就诊次数", "ordinary", None),
+    ("last_visit", "date", "最近就诊日期", "quasi_identifier", None),
+]
 
 
 def _digits(values: np.ndarray, width: int) -> np.ndarray:
@@ -122,6 +140,7 @@ def write_citizens(path: Path, rows: int, *, seed: int = 2026) -> Path:
     if path.exists() and pq.ParquetFile(path).metadata.num_rows == rows:
         return path
     rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     writer: pq.ParquetWriter | None = None
     try:
