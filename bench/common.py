@@ -132,6 +132,20 @@ def machine_info() -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------- numbers
+def peak_memory() -> int:
+    """This process's peak resident memory in bytes: ``VmHWM``, which starts afresh at
+    ``exec`` (``ru_maxrss`` keeps the high-water mark of the parent that forked it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted sequence (``q`` in 0..100)."""
     if not sorted_values:

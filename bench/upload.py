@@ -13,7 +13,6 @@ checked upload must do).
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import VAR, Results, Table, human_bytes
+from bench.common import VAR, Results, Table, human_bytes, peak_memory
 
 SIZES = (5_000_000, 10_000_000)
 QUICK_SIZES = (500_000, 1_000_000)
@@ -91,7 +90,7 @@ def upload(path: Path) -> dict[str, Any]:
     finally:
         services.close()
         shutil.rmtree(folder, ignore_errors=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_memory()
     return {"seconds": seconds, "peak": peak, "rows": version.rows, "warnings": version.warnings}
 
 
@@ -110,7 +109,7 @@ def baseline(path: Path) -> dict[str, Any]:
         seconds = time.perf_counter() - started
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_memory()
     return {"seconds": seconds, "peak": peak, "rows": rows, "warnings": 0}
 
 

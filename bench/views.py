@@ -18,14 +18,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, VAR, Results, Table, human_bytes
+from bench.common import ROOT, VAR, Results, Table, human_bytes, peak_memory
 
 K = 5
 KEY = bytes(range(32))
@@ -222,7 +221,7 @@ def child(builder: str, source: Path, out: Path) -> None:
     started = time.perf_counter()
     rows = BUILDERS[builder](source, out)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_memory()
     print(json.dumps({"rows": rows, "seconds": seconds, "peak": peak}))
 
 

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from gateway.catalog.entry import CYCLE_DAYS, CatalogEntry, DataFormat, FieldType
 from sandbox.identifiers import Kind, scan_values
 from sandbox.identifiers.credit_code import is_credit_code
-from sandbox.identifiers.resident_id import is_resident_id
+from sandbox.identifiers.resident_id import valid_many as resident_ids_valid
 from sandbox.views.fields import quoted
 from sandbox.views.treatments import SensitivityClass
 
@@ -49,9 +49,10 @@ ZIP_MAGIC = b"PK\x03\x04"  # an .xlsx workbook is a zip archive
 MIN_VALID = 0.5  # a field whose present values are mostly not of its type: wrong schema
 PII_SAMPLE = 20_000
 PII_WARN = 0.01  # a share of sampled values holding identifiers worth a warning
-CHECKSUMS: dict[Kind, Callable[[str], bool]] = {
-    Kind.RESIDENT_ID: is_resident_id,
-    Kind.CREDIT_CODE: is_credit_code,
+# Each checks a batch of values at once: (values, the day of upload) -> valid or not.
+CHECKSUMS: dict[Kind, Callable[[list[str], date], list[bool]]] = {
+    Kind.RESIDENT_ID: lambda values, today: resident_ids_valid(values, today=today),
+    Kind.CREDIT_CODE: lambda values, _: [is_credit_code(value) for value in values],
 }
 CAST = {
     FieldType.STRING: "VARCHAR",
@@ -220,7 +221,8 @@ def check_upload(
             if present and quality.valid < MIN_VALID:
                 problems.append(f"{f.name}: {quality.valid:.0%} of its values are of type {f.type}")
             if f.identifier in CHECKSUMS:
-                quality.checksum_valid = _checksums(connection, f.name, CHECKSUMS[f.identifier])
+                check = CHECKSUMS[f.identifier]
+                quality.checksum_valid = _checksums(connection, f.name, check, today)
             if f.sensitivity is not SensitivityClass.DIRECT_IDENTIFIER:
                 quality.pii = _pii(connection, f.name)
             fields.append(quality)
@@ -244,7 +246,10 @@ def _pii(connection: duckdb.DuckDBPyConnection, name: str) -> dict[str, float]:
 
 
 def _checksums(
-    connection: duckdb.DuckDBPyConnection, name: str, valid: Callable[[str], bool]
+    connection: duckdb.DuckDBPyConnection,
+    name: str,
+    valid: Callable[[list[str], date], list[bool]],
+    today: date,
 ) -> float:
     column = quoted(name)
     reader = connection.sql(
@@ -254,7 +259,7 @@ def _checksums(
     for batch in reader or ():
         values = batch.column(0).to_pylist()
         seen += len(values)
-        good += sum(1 for value in values if valid(value))
+        good += sum(valid(values, today))
     return _share(good, seen)
 
 

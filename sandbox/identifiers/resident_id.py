@@ -69,3 +69,47 @@ def is_resident_id(number: str, *, today: date | None = None) -> bool:
     except InvalidResidentId:
         return False
     return True
+
+
+def valid_many(numbers: list[str], *, today: date | None = None) -> list[bool]:
+    """:func:`is_resident_id` of each number, vectorized for the eighteen-character
+    numbers that are already in canonical form (the common case in a table); any other is
+    given to :func:`is_resident_id` one by one. The same answers, far faster."""
+    import numpy as np
+
+    when = today or date.today()
+    answers = [False] * len(numbers)
+    plain: list[int] = []
+    for i, number in enumerate(numbers):
+        if len(number) == LENGTH and number.isascii():
+            plain.append(i)
+        else:
+            answers[i] = is_resident_id(number, today=when)
+    if not plain:
+        return answers
+    everything = len(plain) == len(numbers)
+    text = "".join(numbers) if everything else "".join(numbers[i] for i in plain)
+    raw = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    chars = raw.reshape(-1, LENGTH)
+    digits = chars[:, :17].astype(np.int64) - ord("0")
+    last = chars[:, 17]
+    ok = ((digits >= 0) & (digits <= 9)).all(axis=1)
+    ok &= ((last >= ord("0")) & (last <= ord("9"))) | (last == ord("X"))
+    total = (np.where(ok[:, None], digits, 0) * np.array(WEIGHTS, dtype=np.int64)).sum(axis=1)
+    ok &= np.frombuffer(CHECK.encode(), dtype=np.uint8)[total % 11] == last
+    ok &= np.isin(chars[:, 0], np.frombuffer(b"12345689", dtype=np.uint8))
+    year = digits[:, 6] * 1000 + digits[:, 7] * 100 + digits[:, 8] * 10 + digits[:, 9]
+    month = digits[:, 10] * 10 + digits[:, 11]
+    day = digits[:, 12] * 10 + digits[:, 13]
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    lengths = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+    month_days = lengths[np.clip(month, 0, 12)] + ((month == 2) & leap)
+    ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= month_days)
+    ok &= year >= FIRST_YEAR
+    stamp = year * 10_000 + month * 100 + day
+    ok &= stamp <= when.year * 10_000 + when.month * 100 + when.day
+    if everything:
+        return [bool(valid) for valid in ok.tolist()]
+    for position, valid in zip(plain, ok.tolist(), strict=True):
+        answers[position] = bool(valid)
+    return answers

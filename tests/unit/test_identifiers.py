@@ -130,3 +130,28 @@ def test_a_column_scan_counts_values_holding_each_kind() -> None:
     assert (
         scan.kinds[0] in (Kind.RESIDENT_ID, Kind.MOBILE) and scan_values([]).share(Kind.EMAIL) == 0
     )
+
+
+ID_LIKE = st.one_of(
+    # well-formed heads with the right or a wrong check character and any date digits
+    st.builds(
+        lambda head, date_digits, tail, right: (
+            (head + date_digits + tail)
+            + (check_character(head + date_digits + tail) if right else "0")
+        ),
+        st.text("0123456789", min_size=6, max_size=6),
+        st.text("0123456789", min_size=8, max_size=8),
+        st.text("0123456789", min_size=3, max_size=3),
+        st.booleans(),
+    ),
+    st.text("0123456789X x", min_size=0, max_size=20),  # anything else, lower x, spaces
+    st.text(max_size=18),
+)
+
+
+@given(st.lists(ID_LIKE, max_size=60))
+def test_the_vectorized_check_answers_as_the_scalar_one(numbers: list[str]) -> None:
+    from sandbox.identifiers.resident_id import valid_many
+
+    today = date(2026, 11, 25)
+    assert valid_many(numbers, today=today) == [is_resident_id(n, today=today) for n in numbers]
