@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from gateway.db.models import PrivacyBudget, PrivacySpend, new_id
 from gateway.db.writes import WriteQueue
+from gateway.identity.model import _entry
 from sandbox.views.private import BudgetExceeded
 
 MICRO = 1_000_000
@@ -59,7 +60,13 @@ class PrivacyBudgets:
                 return _eps(found.total_micro - found.spent_micro)
             session.add(PrivacyBudget(grant_id=grant, total_micro=total, spent_micro=0))
             self.writes.record(
-                _entry(self.actor, "privacy.budget.open", grant, "ok", {"epsilon_micro": total})
+                _entry(
+                    self.actor,
+                    "privacy.budget.open",
+                    f"grant:{grant}",
+                    "ok",
+                    {"epsilon_micro": total},
+                )
             )
             return _eps(total)
 
@@ -94,11 +101,19 @@ class PrivacyBudgets:
             left = found.total_micro - found.spent_micro
             detail = {"epsilon_micro": asked, "left_micro": left, "purpose": dict(purpose)}
             if getattr(paid, "rowcount", 0) != 1:
-                self.writes.record(_entry(self.actor, "privacy.spend", grant, "denied", detail))
+                self.writes.record(
+                    _entry(self.actor, "privacy.spend", f"grant:{grant}", "denied", detail)
+                )
                 raise BudgetExceeded(grant, _eps(asked), _eps(left))
             session.add(PrivacySpend(id=spend_id, grant_id=grant, epsilon_micro=asked))
             self.writes.record(
-                _entry(self.actor, "privacy.spend", grant, "ok", {"spend": spend_id, **detail})
+                _entry(
+                    self.actor,
+                    "privacy.spend",
+                    f"grant:{grant}",
+                    "ok",
+                    {"spend": spend_id, **detail},
+                )
             )
             return _eps(left)
 
@@ -107,15 +122,3 @@ class PrivacyBudgets:
 
 def _eps(micro: int) -> float:
     return micro / MICRO
-
-
-def _entry(
-    actor: str, action: str, grant: str, outcome: str, detail: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "action": action,
-        "actor": actor,
-        "object": f"grant:{grant}",
-        "outcome": outcome,
-        "detail": detail,
-    }

@@ -167,7 +167,30 @@ def check_upload(
     previous: datetime | None,
     now: datetime,
 ) -> QualityReport:
-    """The quality report of ``path`` (CSV or Parquet), or :class:`UploadRejected`."""
+    """The quality report of ``path`` (CSV or Parquet), or :class:`UploadRejected`. A
+    file DuckDB cannot read (a bad row deep in a CSV is found only when it is reached) is
+    refused with the reason's first line: never the offending line, which is raw data."""
+    try:
+        return _check(path, entry, today=today, previous=previous, now=now)
+    except duckdb.Error as exc:
+        raise UploadRejected(
+            [f"the file cannot be read as {path.suffix[1:]}: {_reason(exc)}"]
+        ) from None
+
+
+def _reason(error: duckdb.Error) -> str:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return first.split("Original Line")[0].strip()[:300]
+
+
+def _check(
+    path: Path,
+    entry: CatalogEntry,
+    *,
+    today: date,
+    previous: datetime | None,
+    now: datetime,
+) -> QualityReport:
     with _connection(path.parent) as connection:
         connection.execute("SET enable_progress_bar = false")
         try:
@@ -178,7 +201,9 @@ def check_upload(
             relation.create_view("upload")
             columns = [row[0] for row in connection.execute("DESCRIBE upload").fetchall()]
         except duckdb.Error as exc:
-            raise UploadRejected([f"the file cannot be read as {path.suffix[1:]}: {exc}"]) from None
+            raise UploadRejected(
+                [f"the file cannot be read as {path.suffix[1:]}: {_reason(exc)}"]
+            ) from None
         declared = [f.name for f in entry.fields]
         problems = []
         missing = [name for name in declared if name not in columns]

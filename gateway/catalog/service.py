@@ -504,6 +504,8 @@ class CatalogService:
                 organization=f"org:{dataset.provider_id}", requested_by=revision.requested_by
             )
             self._authorize(actor, "catalog", "review", what, target)
+            if revision.opinion_by is not None:  # its author stays on record for the decision
+                raise Conflict(f"revision {number} has an opinion already")
             revision.opinion, revision.recommends = text, recommends
             revision.opinion_by, revision.opinion_at = actor.user, self.clock()
             self.record(

@@ -29,7 +29,8 @@ static PyObject *hmac_letters(PyObject *self, PyObject *args) {
     Py_ssize_t count;
     if (!PyArg_ParseTuple(args, "y*y*y*n", &key, &offsets, &data, &count)) return NULL;
     PyObject *result = NULL;
-    if (key.len > BLOCK || count < 0 || offsets.len < (count + 1) * (Py_ssize_t)sizeof(int32_t)) {
+    if (key.len > BLOCK || count < 0 || count > PY_SSIZE_T_MAX / 64 - 1 ||
+        offsets.len / (Py_ssize_t)sizeof(int32_t) < count + 1) {
         PyErr_SetString(PyExc_ValueError, "key, offsets and count do not fit together");
         goto done;
     }

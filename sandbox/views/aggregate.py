@@ -98,6 +98,7 @@ class Cell:
     contributors: int
     sums: list[float]
     magnitudes: list[tuple[float, list[float]]]  # per measure: sum of |x|, largest |x|
+    present: list[int] = field(default_factory=list)  # per measure: values not NULL
 
     @property
     def depth(self) -> int:
@@ -112,15 +113,22 @@ class Released:
     withheld. A later view keeps every decision: a cell withheld before stays withheld,
     a cell published before counts as known, and the suppression is checked against the
     relations of all views together, so that no two views can be differenced to reveal
-    what either withholds. A column keeps its first treatment for the grant (age bands
-    of 10 years in one view and of 5 in another would difference to the halves)."""
+    what either withholds. What was published is known per measure: a cell whose count
+    was published is still protected for a sum published later. A column keeps its first
+    treatment for the grant (age bands of 10 years in one view and of 5 in another would
+    difference to the halves)."""
 
     treatments: dict[str, str] = field(default_factory=dict)
     cells: dict[Population, bool] = field(default_factory=dict)
+    measures: dict[Population, frozenset[str]] = field(default_factory=dict)  # published
 
     def to_json(self) -> bytes:
         cells = [
-            {"cell": sorted([list(pair) for pair in population]), "withheld": withheld}
+            {
+                "cell": sorted([list(pair) for pair in population]),
+                "withheld": withheld,
+                "measures": sorted(self.measures.get(population, ())),
+            }
             for population, withheld in self.cells.items()
         ]
         return json.dumps(
@@ -130,13 +138,14 @@ class Released:
     @classmethod
     def from_json(cls, data: bytes) -> Released:
         raw = json.loads(data)
-        cells = {
-            frozenset((str(column), str(value)) for column, value in item["cell"]): bool(
-                item["withheld"]
-            )
-            for item in raw["cells"]
-        }
-        return cls(dict(raw["treatments"]), cells)
+        cells: dict[Population, bool] = {}
+        measures: dict[Population, frozenset[str]] = {}
+        for item in raw["cells"]:
+            population = frozenset((str(column), str(value)) for column, value in item["cell"])
+            cells[population] = bool(item["withheld"])
+            if item.get("measures"):
+                measures[population] = frozenset(map(str, item["measures"]))
+        return cls(dict(raw["treatments"]), cells, measures)
 
 
 def treatment_id(rule: FieldRule) -> str:
@@ -166,7 +175,12 @@ def check_aggregate_spec(
         reason = policy.aggregate_refusal(spec.classes[column], spec.level)
         if reason is not None:
             raise ViewSpecError(f"{column}: {reason}")
+    generated = {"count", "suppressed"} | {
+        f"{kind}_{m}" for m in spec.measures for kind in ("sum", "mean")
+    }
     for rule in spec.dimensions:
+        if rule.column in generated:
+            raise ViewSpecError(f"{rule.column}: the name of a column the view adds itself")
         if rule.treatment not in DIMENSION_TREATMENTS:
             raise ViewSpecError(
                 f"{rule.column}: a dimension is kept, generalized or top/bottom-coded, "
@@ -284,7 +298,9 @@ def recoverable(relations_: Sequence[Sequence[int]], withheld: set[int]) -> list
     if not rows:
         return []
     matrix = np.array(rows)
-    _, singular, vt = np.linalg.svd(matrix, full_matrices=True)
+    if matrix.shape[0] < matrix.shape[1]:  # square it: the reduced SVD then has every row
+        matrix = np.vstack([matrix, np.zeros((matrix.shape[1] - matrix.shape[0], matrix.shape[1]))])
+    _, singular, vt = np.linalg.svd(matrix, full_matrices=False)
     rank = int((singular > TOLERANCE * max(matrix.shape)).sum())
     null = vt[rank:]  # rows span the null space
     norms = np.linalg.norm(null, axis=0) if len(null) else np.zeros(len(columns))
@@ -347,13 +363,20 @@ def _protect_beside(
         for cell in cells
     ]
     fixed: set[int] = set()
+    wanted = frozenset(spec.measures)
     for i, population in enumerate(populations):
         earlier = released.cells.get(population)
         if earlier is True and i not in primary:
             primary.add(i)
             reasons["earlier_release"] = reasons.get("earlier_release", 0) + 1
-        elif earlier is False:
-            fixed.add(i)  # published before: known, whatever the rules say now
+        elif (
+            earlier is False
+            and i not in primary
+            and released.measures.get(population, frozenset()) >= wanted
+        ):
+            # published before with every measure of this view: known. A cell with a
+            # measure new to it is not: its new figures are protected like any other's.
+            fixed.add(i)
     seen = set(populations)
     extra = [(population, w) for population, w in released.cells.items() if population not in seen]
     columns = sorted(set(names) | {column for population, _ in extra for column, _ in population})
@@ -376,6 +399,8 @@ def _protect_beside(
     for i, population in enumerate(populations):
         if i not in fixed:
             released.cells[population] = i in withheld
+        if i not in withheld:
+            released.measures[population] = released.measures.get(population, frozenset()) | wanted
     released.treatments.update({rule.column: treatment_id(rule) for rule in spec.dimensions})
     return withheld
 
@@ -393,12 +418,13 @@ def _cells(
     inner, count = "treated", "count(*)"
     if contributor is not None:  # first each contributor's total in the cell
         per = ", ".join([*group, "c"])
-        sums = "".join(f", sum({m}) AS {m}" for m in measures)
+        sums = "".join(f", sum({m}) AS {m}, count({m}) AS k{m}" for m in measures)
         inner = f"(SELECT {per}, count(*) AS n{sums} FROM treated GROUP BY {per})"  # noqa: S608
         count = "sum(n)"
     aggregates = [count, "count(*)"]
     for m in measures:
-        aggregates += [f"sum({m})", f"sum(abs({m}))", f"max(abs({m}), {top})"]
+        present = f"sum(k{m})" if contributor is not None else f"count({m})"
+        aggregates += [f"sum({m})", f"sum(abs({m}))", f"max(abs({m}), {top})", present]
     query = f"SELECT {', '.join([*group, *aggregates])} FROM {inner}"  # noqa: S608
     if group:
         query += f" GROUP BY {by} ORDER BY {by}"
@@ -408,13 +434,14 @@ def _cells(
         key: Key = tuple(values_of.get(i) for i in range(len(dims)))
         rest = row[len(group) :]
         n, people = int(rest[0] or 0), int(rest[1] or 0)
-        sums_, magnitudes = [], []
+        sums_, magnitudes, present_ = [], [], []
         for position in range(len(measures)):
-            total, absolute, largest = rest[2 + 3 * position : 5 + 3 * position]
+            total, absolute, largest, known = rest[2 + 4 * position : 6 + 4 * position]
             sums_.append(float(total or 0.0))
             magnitudes.append((float(absolute or 0.0), [float(x) for x in (largest or [])]))
+            present_.append(int(known or 0))
         if n or group:
-            cells.append(Cell(key, n, people, sums_, magnitudes))
+            cells.append(Cell(key, n, people, sums_, magnitudes, present_))
     return cells
 
 
@@ -435,9 +462,8 @@ def _write(
         for position, measure in enumerate(spec.measures):
             total = cell.sums[position]
             columns[f"sum_{measure}"].append(None if hidden else total)
-            columns[f"mean_{measure}"].append(
-                None if hidden or not cell.count else total / cell.count
-            )
+            known = cell.present[position] if cell.present else cell.count
+            columns[f"mean_{measure}"].append(None if hidden or not known else total / known)
         columns["suppressed"].append(hidden)
     schema = pa.schema(
         [pa.field(rule.column, pa.string()) for rule in spec.dimensions]

@@ -100,55 +100,59 @@ class ViewBuilder:
         stored = self.vault.stored(version)
         out.mkdir(parents=True, exist_ok=True)
         destination = out / f"{name}.parquet"
+        manifest_path = out / f"{name}.manifest.json"
         scratch = Path(tempfile.mkdtemp(prefix="build-", dir=self.folder))
         try:
+            # The view reaches ``out`` only once it is signed and recorded; the grant's
+            # release state is saved only then too (on leaving the ``with``).
             with self._releases(grant, version) as released:
                 source = self._decrypt(version, scratch)
-                partial = scratch / "view.parquet"
+                partial = scratch / destination.name
                 kind, report = self._build(source, spec, grant, partial, released)
+                manifest = {
+                    "kind": kind,
+                    "grant": grant,
+                    "name": name,
+                    "built_at": datetime.now(UTC).isoformat(),
+                    "source": {
+                        "dataset": stored.dataset,
+                        "version": stored.version,
+                        "sha256": stored.sha256,
+                    },
+                    "output": {
+                        "file": destination.name,
+                        "sha256": file_sha256(partial),
+                        "bytes": partial.stat().st_size,
+                    },
+                    "spec": _as_data(spec),
+                    "report": _as_data(report),
+                    "policies": {
+                        "treatments": self.treatments.digest,
+                        "disclosure": self.disclosure.digest,
+                    },
+                    "signer": self.signer.key_id,
+                }
+                signed = scratch / manifest_path.name
+                digest = self.signer.write(manifest, signed)
+                self.record(
+                    {
+                        "action": "view.build",
+                        "actor": actor,
+                        "object": f"grant:{grant}",
+                        "detail": {
+                            "view": name,
+                            "kind": kind,
+                            "dataset": stored.dataset,
+                            "version": stored.version,
+                            "manifest_sha256": digest,
+                            "output_sha256": manifest["output"]["sha256"],
+                        },
+                    }
+                )
                 os.replace(partial, destination)
+                os.replace(signed, manifest_path)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        manifest = {
-            "kind": kind,
-            "grant": grant,
-            "name": name,
-            "built_at": datetime.now(UTC).isoformat(),
-            "source": {
-                "dataset": stored.dataset,
-                "version": stored.version,
-                "sha256": stored.sha256,
-            },
-            "output": {
-                "file": destination.name,
-                "sha256": file_sha256(destination),
-                "bytes": destination.stat().st_size,
-            },
-            "spec": _as_data(spec),
-            "report": _as_data(report),
-            "policies": {
-                "treatments": self.treatments.digest,
-                "disclosure": self.disclosure.digest,
-            },
-            "signer": self.signer.key_id,
-        }
-        manifest_path = out / f"{name}.manifest.json"
-        digest = self.signer.write(manifest, manifest_path)
-        self.record(
-            {
-                "action": "view.build",
-                "actor": actor,
-                "object": f"grant:{grant}",
-                "detail": {
-                    "view": name,
-                    "kind": kind,
-                    "dataset": stored.dataset,
-                    "version": stored.version,
-                    "manifest_sha256": digest,
-                    "output_sha256": manifest["output"]["sha256"],
-                },
-            }
-        )
         return BuiltView(kind, destination, manifest_path, digest, report)
 
     def _decrypt(self, version: str, scratch: Path) -> Path:
@@ -178,7 +182,12 @@ class ViewBuilder:
                 write_atomic(path, released.to_json(), mode=0o600)
 
     def _build(
-        self, source: Path, spec: Spec, grant: str, destination: Path, released: Released
+        self,
+        source: Path,
+        spec: Spec,
+        grant: str,
+        destination: Path,
+        released: Released,
     ) -> tuple[str, Any]:
         if isinstance(spec, RecordViewSpec):
             key = self.pseudonym_key(grant)

@@ -40,9 +40,9 @@ class DisclosureRules:
         looser = []
         if self.min_cell < floor.min_cell:
             looser.append("min_cell")
-        if self.dominance_n > floor.dominance_n or self.dominance_k > floor.dominance_k:
-            # more contributors allowed to hold more of the total is looser; the rule as a
-            # pair is kept at least as strict by requiring both parts to be
+        if self.dominance_n < floor.dominance_n or self.dominance_k > floor.dominance_k:
+            # the n largest hold more of a total the larger n is, so a smaller n, or a
+            # larger share k, withholds fewer cells: looser
             looser.append("dominance")
         if self.p_percent < floor.p_percent:
             looser.append("p_percent")

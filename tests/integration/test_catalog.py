@@ -427,3 +427,29 @@ def test_an_objection_is_answered_on_the_working_day_calendar(platform: Platform
     assert closed.json()["state"] == "closed"
     answer_entry = next(e for e in platform.entries() if e["action"] == "objection.answer")
     assert answer_entry["detail"]["on_time"] is False
+
+
+def test_a_bad_row_deep_in_a_file_is_refused_without_showing_it(platform: Platform) -> None:
+    dataset_id = published(platform)
+    broken = visits_csv(3000) + b"370202198001019999,only,three\n"
+    answer = platform.call(
+        "provider_steward", "POST", f"/datasets/{dataset_id}/versions", content=broken
+    )
+    assert answer.status_code == 422, answer.text
+    assert "cannot be read as csv" in answer.json()["detail"][0]
+    assert "370202198001019999" not in answer.text  # the offending line is raw data
+    refusal = [e for e in platform.entries() if e["action"] == "dataset.upload"][-1]
+    assert refusal["outcome"] == "refused" and "370202198001019999" not in json.dumps(refusal)
+
+
+def test_a_revision_has_one_opinion(platform: Platform) -> None:
+    made = platform.call(
+        "provider_steward", "POST", "/datasets", json={"entry": ENTRY, "reason": "登记"}
+    ).json()
+    path = f"/datasets/{made['id']}/revisions/1/opinion"
+    first = platform.call("reviewer", "POST", path, json={"recommends": True, "opinion": "同意"})
+    assert first.status_code == 200
+    second = platform.call(
+        "reviewer", "POST", path, json={"recommends": False, "opinion": "改主意"}
+    )
+    assert second.status_code == 409 and "opinion already" in second.json()["detail"]

@@ -275,8 +275,10 @@ def test_a_later_view_keeps_what_earlier_views_of_the_grant_published(tmp_path: 
     alone = Released()
     _, rows = build(tmp_path, data, spec(DISTRICT, measures=("income",)), alone)
     assert _withheld(rows) == {"甲区", "乙区"}  # the small one and the cheapest partner
-    # had 乙区 been published by an earlier view, its count is known: another partner
-    known = Released(cells={frozenset({("district", "乙区")}): False})
+    # had 乙区 been published by an earlier view with its income, it is known: another
+    # partner (published with its count alone, it would still be a candidate)
+    b = frozenset({("district", "乙区")})
+    known = Released(cells={b: False}, measures={b: frozenset({"income"})})
     report, rows = build(tmp_path, data, spec(DISTRICT, measures=("income",)), known)
     assert _withheld(rows) == {"甲区", "丙区"}
     # a cell withheld before stays withheld, whatever the rules would say of it now
@@ -301,3 +303,45 @@ def test_a_later_view_keeps_what_earlier_views_of_the_grant_published(tmp_path: 
 
 def _withheld(rows: list[dict[str, Any]]) -> set[str | None]:
     return {row["district"] for row in rows if row["suppressed"]}
+
+
+def test_a_cell_published_before_is_still_protected_for_a_new_measure(tmp_path: Path) -> None:
+    rows = 400
+    data = table(rows=rows)
+    data["district"] = ["甲区" if n < 200 else "乙区" for n in range(rows)]
+    data["sex"] = ["M" if n % 2 else "F" for n in range(rows)]
+    # one rich man in 甲区: dominant among its men, not in its margin nor among all men
+    data["income"] = [1.5e6 if n == 1 else 1000.0 + n for n in range(rows)]
+    sex = FieldRule("sex", Treatment.KEEP)
+    released = Released()
+    _, counts_only = build(tmp_path, data, spec(DISTRICT, sex), released)
+    assert not any(row["suppressed"] for row in counts_only)  # every count published
+    report, rows_out = build(tmp_path, data, spec(DISTRICT, sex, measures=("income",)), released)
+    by = {(row["district"], row["sex"]): row for row in rows_out}
+    assert by[("甲区", "M")]["suppressed"] and report.reasons == {"dominance": 1}
+    # the margin less the women would give the men's sum: one of them is withheld too,
+    # though both counts were published by the first view
+    assert by[("甲区", None)]["suppressed"] or by[("甲区", "F")]["suppressed"]
+    cells = [Cell((r["district"], r["sex"]), 0, 0, [], []) for r in rows_out]
+    hidden = {i for i, r in enumerate(rows_out) if r["suppressed"]}
+    assert determined(cells, hidden, truth=False) == set()
+
+
+def test_a_smaller_dominance_n_is_a_looser_rule() -> None:
+    floor = DisclosureRules(10, 2, 0.9, 0.1, 3.0)
+    assert DisclosureRules(10, 1, 0.9, 0.1, 3.0).looser_than(floor) == ["dominance"]
+    assert DisclosureRules(10, 3, 0.9, 0.1, 3.0).looser_than(floor) == []
+
+
+def test_means_leave_missing_values_out_and_names_do_not_collide(tmp_path: Path) -> None:
+    data = table(rows=40)
+    data["district"] = ["甲区"] * 40
+    data["income"] = [10.0] * 20 + [None] * 20
+    _, rows = build(tmp_path, data, spec(DISTRICT, measures=("income",)))
+    assert {row["mean_income"] for row in rows} == {10.0}
+    with pytest.raises(ViewSpecError, match="adds itself"):
+        build(
+            tmp_path,
+            {**data, "count": data["district"]},
+            AggregateViewSpec("L2", {**CLASSES, "count": Q}, (FieldRule("count", Treatment.KEEP),)),
+        )

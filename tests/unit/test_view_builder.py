@@ -176,3 +176,20 @@ def test_a_failed_build_leaves_no_view_and_no_plaintext(tmp_path: Path) -> None:
         no_budget.build(
             grant="g1", version="v1", spec=PRIVATE, name="dp", out=setup.out, actor="user:r"
         )
+
+
+def test_a_view_the_ledger_did_not_record_is_not_delivered(tmp_path: Path) -> None:
+    setup = Setup(tmp_path)
+
+    def refuse(entry: dict[str, Any]) -> None:
+        if entry["action"] == "view.build":
+            raise OSError("the ledger is down")
+        setup.entries.append(entry)
+
+    builder = ViewBuilder(tmp_path / "builder", tmp_path / "vault", TREATMENTS, DISCLOSURE, refuse)
+    with pytest.raises(OSError, match="ledger"):
+        builder.build(
+            grant="g1", version="v1", spec=AGGREGATE, name="agg", out=setup.out, actor="u"
+        )
+    assert not setup.out.exists() or list(setup.out.iterdir()) == []
+    assert not list((tmp_path / "builder" / "releases").rglob("*.json"))  # nothing remembered
