@@ -8,11 +8,11 @@ column whose categories the spec lists: the groups are disjoint, so by parallel
 composition the query costs its epsilon once, and a category absent from the data is
 still answered (with noise), so the answer does not reveal which categories exist.
 
-The budget is spent first, atomically, by the :class:`Budget` the caller gives (the
-platform's is ``gateway.budget.PrivacyBudgets``: one conditional update in the control
-plane's database, recorded in the ledger). A query that would take the grant past its
-budget is refused and nothing is computed. Should the computation fail after the spend,
-the epsilon stays spent: the failure is on the safe side.
+The answers are computed in memory, then paid for, atomically, by the :class:`Budget`
+the caller gives (the platform's is ``gateway.budget.PrivacyBudgets``: one conditional
+update in the control plane's database, recorded in the ledger), and only then written.
+A request that would take the grant past its budget is refused and its answers are
+discarded unseen; a computation that fails costs nothing, since nothing was released.
 
 Randomness is diffprivlib's secure default (``secrets.SystemRandom``); no seed is taken.
 """
@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from diffprivlib import tools
 from diffprivlib.mechanisms import Geometric, Laplace
 
+from sandbox.views.aggregate import NUMERIC_PREFIXES
 from sandbox.views.fields import ViewSpecError, quoted, source_connection
 from sandbox.views.treatments import SensitivityClass, TreatmentPolicy
 
@@ -131,6 +132,11 @@ def check_private_spec(
         if query.statistic is not Statistic.COUNT:
             if query.column is None:
                 raise ViewSpecError(f"{where}: a {query.statistic} needs a column")
+            if not types[query.column].upper().startswith(NUMERIC_PREFIXES):
+                raise ViewSpecError(
+                    f"{where}: a {query.statistic} needs numbers; {query.column} is "
+                    f"{types[query.column]}"
+                )
             low, high = _bounds(where, query.bounds)
             if query.statistic is Statistic.HISTOGRAM and not 1 <= query.bins <= MAX_BINS:
                 raise ViewSpecError(f"{where}: bins are from 1 to {MAX_BINS}")
@@ -166,10 +172,10 @@ def build_private_view(
             "queries": [query.name for query in spec.queries],
             "destination": destination.name,
         }
-        left = budget.spend(grant, spec.epsilon, purpose)
         rows: list[dict[str, Any]] = []
         for query in spec.queries:
             _answer(connection, query, rows)
+    left = budget.spend(grant, spec.epsilon, purpose)  # refused: the answers go unseen
     _write(rows, destination)
     return PrivateViewReport(
         epsilon_spent=spec.epsilon,

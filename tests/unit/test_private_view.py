@@ -116,7 +116,7 @@ def test_every_statistic_and_grouping(source: Path) -> None:
     assert purse.spends[0][2]["queries"] == ["sum", "mean", "hist", "median"]
 
 
-def test_a_request_beyond_the_budget_is_refused_before_anything_is_computed(source: Path) -> None:
+def test_a_request_beyond_the_budget_is_refused_and_nothing_is_written(source: Path) -> None:
     purse = Purse(0.5)
     query = PrivateQuery("n", Statistic.COUNT, 0.3)
     run(source, purse, query)
@@ -142,6 +142,7 @@ def test_a_spec_is_checked_before_the_budget_is_touched(source: Path) -> None:
         ),
         (PrivateQuery("x", Statistic.QUANTILE, 0.1, "age", (0, 100), quantile=2), "quantile"),
         (PrivateQuery("x", Statistic.MEAN, 0.1), "needs a column"),
+        (PrivateQuery("x", Statistic.SUM, 0.1, "sex", (0, 1)), "needs numbers"),
     ]
     for query, reason in bad:
         with pytest.raises(ViewSpecError, match=reason):
@@ -166,3 +167,22 @@ def test_the_noise_is_of_the_scale_epsilon_implies(source: Path) -> None:
     # the two-sided geometric mechanism at epsilon 0.5 has a standard deviation near 2.8
     assert 2.0 < spread < 3.8
     assert abs(statistics.mean(answers) - 20_000) < 1.0
+
+
+def test_a_computation_that_fails_costs_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "visits.csv"
+    rows = "\n".join(["age,sex"] + [f"{20 + n % 50},M" for n in range(30_000)] + ["N/A,F"])
+    source.write_text(rows + "\n")  # DuckDB types age from its sample: the late N/A breaks it
+    purse = Purse(1.0)
+    query = PrivateQuery("mean_age", Statistic.MEAN, 0.5, "age", (0, 100))
+    with pytest.raises(Exception, match="(?i)conver|cast|could not"):
+        build_private_view(
+            source,
+            PrivateViewSpec("L2", CLASSES, (query,)),
+            POLICY,
+            purse,
+            grant="g1",
+            destination=tmp_path / "dp.parquet",
+        )
+    assert purse.spends == [] and purse.left == 1.0
+    assert not (tmp_path / "dp.parquet").exists()
