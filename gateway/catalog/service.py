@@ -638,18 +638,23 @@ class CatalogService:
             raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        return self._add_version(
-            actor,
-            dataset.id,
-            revision,
-            stored.sha256,
-            stored.size,
-            found,
-            report,
-            version_id,
-            original,
-            filename,
-        )
+        try:
+            return self._add_version(
+                actor,
+                dataset.id,
+                revision,
+                stored.sha256,
+                stored.size,
+                found,
+                report,
+                version_id,
+                original,
+                filename,
+            )
+        except BaseException:
+            # nothing refers to the sealed data: take it out of the vault again
+            self.vault.discard(version_id, actor=actor.user, reason="the version was not recorded")
+            raise
 
     def _receive(self, blocks: Iterable[bytes], work: Path) -> tuple[Path, bytes, int, str]:
         raw = work / "received"

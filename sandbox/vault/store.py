@@ -172,6 +172,26 @@ class Vault:
             for path in sorted(self._folder.versions.glob("*.json"))
         ]
 
+    def discard(self, version: str, *, actor: str, reason: str) -> None:
+        """Remove a stored version that nothing refers to (its catalog record could not be
+        written), recording ``vault.discard``; a version already gone is left alone."""
+        folder = self._folder
+        manifest = folder.manifest(version)
+        if not manifest.exists():
+            return
+        stored = folder.stored(version)
+        self.record(
+            {
+                "action": "vault.discard",
+                "actor": actor,
+                "object": f"dataset:{stored.dataset}",
+                "detail": {"version": version, "sha256": stored.sha256, "reason": reason},
+            }
+        )
+        _remove_object(folder, version)
+        manifest.unlink()
+        fsync_dir(folder.versions)
+
     def rotate_master_key(self, *, actor: str) -> str:
         """A new master key; every data key re-wrapped under it, then the old keys deleted.
         Data is not re-encrypted. Safe to run again after a crash. Returns the new key's id."""

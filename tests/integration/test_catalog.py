@@ -453,3 +453,27 @@ def test_a_revision_has_one_opinion(platform: Platform) -> None:
         "reviewer", "POST", path, json={"recommends": False, "opinion": "改主意"}
     )
     assert second.status_code == 409 and "opinion already" in second.json()["detail"]
+
+
+def test_an_upload_whose_version_cannot_be_recorded_leaves_nothing_in_the_vault(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset_id = published(platform)
+    catalog = platform.services.catalog
+    assert catalog is not None
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("the database is gone")
+
+    monkeypatch.setattr(catalog, "_add_version", broken)
+    with pytest.raises(RuntimeError, match="database"):
+        catalog.upload(
+            platform.services.identity.authenticate_token(
+                platform.tokens["provider_steward"]
+            ).actor(),
+            dataset_id,
+            iter([visits_csv(20)]),
+        )
+    assert catalog.vault.versions() == []
+    actions = [e["action"] for e in platform.entries()]
+    assert actions.index("vault.discard") > actions.index("vault.store")
