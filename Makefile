@@ -5,17 +5,30 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SANDBOX_ENV   := .venv-sandbox
+SANDBOX_STAMP := $(SANDBOX_ENV)/.installed
+NODE_STAMP    := node_modules/.installed
 PYTEST_WORKERS ?= 2
 
 .PHONY: install demo test bench lint fmt docs messages clean
 
-install: $(STAMP)
+install: $(STAMP) $(SANDBOX_STAMP) $(NODE_STAMP)
 
 # Re-install only when the pinned versions or the system package list change.
 $(STAMP): pyproject.toml system-packages.txt
 	scripts/install-system-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+# The sandbox's own Python environment: rebuilt when the pins or the sandbox code change.
+$(SANDBOX_STAMP): pyproject.toml $(shell find sandbox -name '*.py')
+	scripts/install-sandbox-env
+	touch $@
+
+# JupyterHub's proxy, at the version package-lock.json pins.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
 	touch $@
 
 demo: install
@@ -47,4 +60,4 @@ messages: install
 	$(BIN)/python -m gateway.web.catalogue
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(SANDBOX_ENV) node_modules var .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -20,7 +22,7 @@ from gateway import web
 from gateway.api import context
 from gateway.api.deps import Services, document_sign_in
 from gateway.api.limits import BodyLimit
-from gateway.api.routes import catalog, health, me, organizations, users
+from gateway.api.routes import catalog, health, me, organizations, sandbox, users
 from gateway.authz import Authorizer, Denied
 from gateway.catalog.quality import UploadRejected
 from gateway.catalog.service import CatalogService
@@ -28,6 +30,15 @@ from gateway.db import make_engine, migrate, session_factory
 from gateway.db.writes import WriteQueue
 from gateway.identity.model import Conflict, IdentityError, NotFound
 from gateway.identity.service import IdentityService
+from gateway.sandboxes.hub import HubClient
+from gateway.sandboxes.receipts import ReceiptingSink
+from gateway.sandboxes.secrets import SandboxSecrets
+from gateway.sandboxes.service import (
+    CodeTooLarge,
+    SandboxRefused,
+    SandboxService,
+    UnknownSession,
+)
 from gateway.settings import Settings
 from gateway.workdays import WorkCalendar
 from sandbox.vault import Vault
@@ -52,13 +63,23 @@ DOCS_HEADERS = {
 log = logging.getLogger("sbx.gateway")
 
 
+def security_headers(settings: Settings) -> dict[str, str]:
+    """:data:`SECURITY_HEADERS`, letting forms lead to the hub too ("Open sandbox" posts to
+    the gateway, which sends the browser on to the hub with a sign-on ticket)."""
+    hub = urlsplit(settings.sandbox.hub_url)
+    policy = SECURITY_HEADERS["Content-Security-Policy"].replace(
+        "form-action 'self'", f"form-action 'self' {hub.scheme}://{hub.netloc}"
+    )
+    return {**SECURITY_HEADERS, "Content-Security-Policy": policy}
+
+
 def open_services(settings: Settings) -> Services:
     settings.prepare_data_dir()
     engine = make_engine(settings.database)
     migrate(engine)
     ledger = Ledger(settings.ledger_dir, settings.ledger.options())
     sessions = session_factory(engine)
-    writes = WriteQueue(sessions, context.LedgerSink(ledger))
+    writes = WriteQueue(sessions, ReceiptingSink(ledger, context.LedgerSink(ledger)))
     authorizer = Authorizer(settings.policies_dir, writes.record)
     identity = IdentityService(sessions, authorizer, writes.record, writes=writes)
     catalog = open_catalog(settings, identity)
@@ -69,6 +90,7 @@ def open_services(settings: Settings) -> Services:
         identity=identity,
         web=settings.web,
         catalog=catalog,
+        sandboxes=open_sandboxes(settings, identity),
     )
 
 
@@ -84,6 +106,24 @@ def open_catalog(settings: Settings, identity: IdentityService) -> CatalogServic
         treatments=load_treatments(settings.policies_dir / "treatments.yaml"),
         calendar=WorkCalendar.from_file(settings.policies_dir / "calendar.toml"),
         scratch=settings.data_dir / "catalog",
+        clock=identity.clock,
+    )
+
+
+def open_sandboxes(
+    settings: Settings, identity: IdentityService, *, hub_transport: Any = None
+) -> SandboxService:
+    """Grants and sandbox sessions over the identity service's database, write queue and
+    policy; the secrets shared with the hub made in the data directory on first run."""
+    secrets = SandboxSecrets.load_or_create(settings.data_dir)
+    return SandboxService(
+        identity.sessions,
+        identity.writes,
+        identity.authorizer,
+        settings=settings.sandbox,
+        secrets=secrets,
+        views_root=settings.data_dir / "views",
+        hub=HubClient(settings.sandbox.hub_api_url, secrets.hub_api_token, hub_transport),
         clock=identity.clock,
     )
 
@@ -110,7 +150,15 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         # its own JSON lines (gateway.logs) and has no tracing backend to send spans to.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    for router in (health.router, me.router, organizations.router, users.router, catalog.router):
+    for router in (
+        health.router,
+        me.router,
+        organizations.router,
+        users.router,
+        catalog.router,
+        sandbox.router,
+        sandbox.grants,
+    ):
         app.include_router(router, prefix=API_PREFIX)
     web.mount(app, api_prefix=API_PREFIX)
     document_sign_in(app)
@@ -118,7 +166,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     app.add_middleware(
         context.RequestContextMiddleware,
-        headers=SECURITY_HEADERS,
+        headers=security_headers(settings),
         exceptions={f"{API_PREFIX}/docs": DOCS_HEADERS},
     )
 
@@ -128,6 +176,20 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     @app.exception_handler(Denied)
     async def denied(_: Request, exc: Denied) -> JSONResponse:
         return problem(status.HTTP_403_FORBIDDEN, exc.reason)
+
+    @app.exception_handler(SandboxRefused)
+    async def sandbox_refused(_: Request, exc: SandboxRefused) -> JSONResponse:
+        return problem(status.HTTP_403_FORBIDDEN, exc.reason)
+
+    @app.exception_handler(UnknownSession)
+    async def unknown_session(_: Request, exc: UnknownSession) -> JSONResponse:
+        answer = problem(status.HTTP_401_UNAUTHORIZED, str(exc))
+        answer.headers["WWW-Authenticate"] = "Bearer"
+        return answer
+
+    @app.exception_handler(CodeTooLarge)
+    async def too_large(_: Request, exc: CodeTooLarge) -> JSONResponse:
+        return problem(status.HTTP_413_CONTENT_TOO_LARGE, str(exc))
 
     @app.exception_handler(IdentityError)
     async def refused(_: Request, exc: IdentityError) -> JSONResponse:

@@ -9,6 +9,7 @@ cookies are sent by browsers on their own, tokens are not.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, NoReturn
@@ -26,6 +27,7 @@ from gateway.db.writes import WriteQueue
 from gateway.identity.model import Account, SignInFailed
 from gateway.identity.service import IdentityService
 from gateway.identity.sessions import ActiveSession, SessionService
+from gateway.sandboxes.service import SandboxService
 from gateway.settings import WebSettings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -41,6 +43,7 @@ class Services:
     identity: IdentityService
     web: WebSettings = field(default_factory=WebSettings)
     catalog: CatalogService | None = None
+    sandboxes: SandboxService | None = None
     browser_sessions: SessionService = field(init=False)
 
     def __post_init__(self) -> None:
@@ -69,6 +72,8 @@ class Services:
         """Apply the queued writes, close the ledger (its last checkpoint is signed) and
         the database connections."""
         self.writes.close()
+        if self.sandboxes is not None and self.sandboxes.hub is not None:
+            self.sandboxes.hub.close()
         self.ledger.close()
         engine = self.sessions.kw.get("bind")
         if engine is not None:
@@ -234,6 +239,15 @@ def requirement_of(route: APIRoute) -> Requires | None:
     return None
 
 
+def takes_bearer(route: APIRoute) -> bool:
+    """Whether a path operation is called with a bearer token (a person's, the hub's or a
+    sandbox session's)."""
+    return any(
+        isinstance(dependency.call, Requires | HubService | SessionBearer)
+        for dependency in route.dependant.dependencies
+    )
+
+
 def document_sign_in(app: FastAPI) -> None:
     """Mark the operations that need a signed-in caller in the OpenAPI document (bearer
     token). ``Requires`` reads the ``Authorization`` header itself rather than through
@@ -249,7 +263,7 @@ def document_sign_in(app: FastAPI) -> None:
             route = context.original_route
             if not isinstance(route, APIRoute) or not context.include_in_schema:
                 continue
-            if requirement_of(route) is not None:
+            if takes_bearer(route):
                 for method in context.methods or ():
                     operation = schema["paths"][context.path_format][method.lower()]
                     operation["security"] = [{BEARER: []}]
@@ -263,3 +277,36 @@ class Public(Declaration):
 
     async def __call__(self) -> None:
         return None
+
+
+class HubService(Declaration):
+    """``Depends(HubService())``: a route only JupyterHub calls, with the service token
+    the gateway made for it (``hub-service.token``), compared in constant time. Anything
+    else is recorded and answered with 401."""
+
+    async def __call__(self, request: Request) -> SandboxService:
+        found: Services = request.app.state.services
+        sandboxes = found.sandboxes
+        credentials = bearer_credentials(request)
+        presented = credentials.credentials.encode() if credentials else b""
+        # A gateway without sandboxes has no service token: nobody is the hub.
+        expected = sandboxes.secrets.service_token.encode() if sandboxes else b""
+        if sandboxes is None or not hmac.compare_digest(presented, expected):
+            reason = "only the hub calls this, with its service token"
+            await run_in_threadpool(
+                record_refusal, found, "anonymous", status.HTTP_401_UNAUTHORIZED, reason
+            )
+            raise refusal(status.HTTP_401_UNAUTHORIZED, reason)
+        return sandboxes
+
+
+class SessionBearer(Declaration):
+    """``Depends(SessionBearer())``: a route a sandbox session's code recorder calls with
+    the session's token; the service looks the session up by the token's hash (401 when
+    no token is presented or it belongs to no session)."""
+
+    async def __call__(self, request: Request) -> str:
+        credentials = bearer_credentials(request)
+        if credentials is None:
+            raise refusal(status.HTTP_401_UNAUTHORIZED, "a session token is needed")
+        return credentials.credentials

@@ -10,7 +10,9 @@ from pydantic import ValidationError
 
 from gateway.cli import audit as audit_commands
 from gateway.cli import demo as demo_command
+from gateway.cli import grants as grant_commands
 from gateway.cli import identity as identity_commands
+from gateway.cli import sandbox as sandbox_commands
 from gateway.cli import serve as serve_command
 from gateway.cli.common import fail
 from gateway.settings import load_settings
@@ -22,8 +24,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(audit_commands.app, name="audit")
+app.add_typer(grant_commands.app, name="grant")
 app.add_typer(identity_commands.org_app, name="org")
 app.add_typer(identity_commands.user_app, name="user")
+app.add_typer(sandbox_commands.app, name="sandbox")
 app.command("demo")(demo_command.demo)
 app.command("serve")(serve_command.serve)
 

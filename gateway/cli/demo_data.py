@@ -7,15 +7,19 @@
 4. the view builder makes, for a demo grant, a record-level desensitized view, an
    aggregated view and a differentially private one, each with a signed manifest whose
    hash is in the ledger (the privacy budget comes from ``policies/disclosure.yaml``);
-5. the applicant objects to a quality problem and the steward answers it.
+5. the approver grants the applicant a sandbox on those views for 90 days (the grant
+   the console's "Open sandbox" button opens);
+6. the applicant objects to a quality problem and the steward answers it.
 
 Every step goes through the same services, and so the same ledger, as the console and
-the API. Until the application workflow exists, the grant is a fixed demo id.
+the API. Until the application workflow exists, the grant is made by hand, with a fixed
+demo id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 from rich.table import Table
@@ -44,6 +48,8 @@ from sandbox.views.treatments import Treatment as T
 
 DEMO_ROWS = 100_000
 DEMO_GRANT = "demo-grant"
+DEMO_GRANT_TITLE = "海岸线数据 × 市场主体 演示授权"
+DEMO_GRANT_DAYS = 90
 LEVEL = "L2"
 ENTRY = CatalogEntry(
     name="居民健康档案（合成数据）",
@@ -166,11 +172,35 @@ def ship_dataset(settings: Settings, services: Services, actors: dict[str, Actor
         )
     ]
     _show_views(built, out)
+    grant_demo(services, actors)
     objection = catalog.object(
         applicant, dataset.id, "部分记录的最近就诊日期晚于建档日期，请核实。"
     )
     catalog.answer(steward, objection.id, "已核实：为补录数据，下一版本更正。")
     console.print(f"  objection raised and answered (due {objection.due_on}, five working days)")
+
+
+def grant_demo(services: Services, actors: dict[str, Actor]) -> None:
+    """The approver grants the demo applicant a sandbox on the views, for 90 days from now."""
+    sandboxes = services.sandboxes
+    if sandboxes is None:
+        return
+    applicant = actors["applicant"]
+    starts = sandboxes.clock()
+    grant = sandboxes.create_grant(
+        actors["approver"],
+        grant_id=DEMO_GRANT,
+        title=DEMO_GRANT_TITLE,
+        organization_id=applicant.organization.removeprefix("org:"),
+        members=[applicant.user.removeprefix("user:")],
+        views=DEMO_GRANT,
+        starts_at=starts,
+        ends_at=starts + timedelta(days=DEMO_GRANT_DAYS),
+    )
+    console.print(
+        f"  grant: {grant.id} 「{grant.title}」 for {', '.join(grant.member_names)}, "
+        f"{grant.status.value} until {grant.ends_at:%Y-%m-%d} (gid {grant.gid})"
+    )
 
 
 def _blocks(path: Path) -> Iterator[bytes]:

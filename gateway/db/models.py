@@ -328,3 +328,69 @@ class Objection(Base):
     answered_by: Mapped[str | None] = mapped_column(String(40))
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class GrantStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"  # by an approver (R19), until resumed
+    EXPIRED = "expired"  # its period is over (also derived from ``ends_at``)
+    TERMINATED = "terminated"  # ended for good
+
+
+class Grant(Base):
+    """Time-bounded, suspendable permission for an application unit's members to work in
+    a sandbox on the views in ``<data_dir>/views/<views>``. ``gid`` is the grant's Unix
+    group in the sandboxes (from the pool of ``sandbox.gid_base``)."""
+
+    __tablename__ = "grants"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)  # a slug: the hub's server name
+    title: Mapped[str] = mapped_column(String(200))
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    views: Mapped[str] = mapped_column(String(63))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[GrantStatus] = mapped_column(
+        _enum(GrantStatus, "grant_status"), default=GrantStatus.ACTIVE
+    )
+    gid: Mapped[int] = mapped_column(Integer, unique=True)
+    created_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    suspended_by: Mapped[str | None] = mapped_column(String(40))
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    suspended_reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class GrantMember(Base):
+    """A user who may work in the grant's sandbox."""
+
+    __tablename__ = "grant_members"
+
+    grant_id: Mapped[str] = mapped_column(
+        ForeignKey("grants.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
+
+
+class SandboxUid(Base):
+    """A user's Unix uid in every sandbox they open: allocated once, kept for good."""
+
+    __tablename__ = "sandbox_uids"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    uid: Mapped[int] = mapped_column(Integer, unique=True)
+
+
+class SandboxSession(Base):
+    """One run of a user's sandbox for a grant, from the hub's start to its stop. Its
+    kernels' recorder authenticates with a token of which only the SHA-256 is kept."""
+
+    __tablename__ = "sandbox_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    end_reason: Mapped[str | None] = mapped_column(String(500))

@@ -34,6 +34,10 @@ TABLES = {
     "catalog_revisions",
     "dataset_versions",
     "objections",
+    "grants",
+    "grant_members",
+    "sandbox_uids",
+    "sandbox_sessions",
     "alembic_version",
 }
 

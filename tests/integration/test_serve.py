@@ -21,7 +21,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start(data_dir: Path, port: int) -> subprocess.Popen[str]:
+def start(
+    data_dir: Path, port: int, *, hub: bool = False, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -30,9 +32,15 @@ def start(data_dir: Path, port: int) -> subprocess.Popen[str]:
             "serve",
             "--port",
             str(port),
+            "--hub" if hub else "--no-hub",
         ],
         cwd=REPO_ROOT,
-        env={**os.environ, "SBX_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"},
+        env={
+            **os.environ,
+            "SBX_DATA_DIR": str(data_dir),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

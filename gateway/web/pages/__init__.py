@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from gateway.web.pages import auth, catalog, home, organizations
+from gateway.web.pages import auth, catalog, grants, home, organizations
 
-ROUTERS = (auth.router, home.router, organizations.router, catalog.router)
+ROUTERS = (auth.router, home.router, organizations.router, catalog.router, grants.router)

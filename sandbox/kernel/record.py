@@ -1,0 +1,198 @@
+"""The executed-code record: what a sandboxed kernel is asked to run, written to the
+platform's audit ledger before the kernel sees it.
+
+:class:`Execution` is one request (a cell's code, or a value typed at an ``input()``
+prompt); a :class:`Recorder` writes it and returns the ledger's :class:`Receipt`, or raises
+:class:`NotRecorded` with a reason short enough to show the applicant. The auditing proxy
+(:mod:`sandbox.kernel.proxy`) forwards a request only once its receipt is in hand.
+
+:class:`HttpRecorder` is the production recorder: one ``POST`` per request to the
+platform's recording endpoint, authenticated by a bearer token that only the trusted
+server process holds. It uses the standard library alone, since it runs in the sandbox's
+own Python environment.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+MAX_CODE_BYTES = 48 * 1024  # the ledger keeps each cell whole; larger ones must be split
+MAX_ANSWER_BYTES = 64 * 1024
+MAX_REASON_CHARS = 200
+
+
+class NotRecorded(Exception):
+    """The request could not be recorded, so it must not run; ``reason`` says why, in words
+    the applicant may see (never a credential)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Kind(enum.StrEnum):
+    EXECUTE = "execute"  # a cell's code, from an execute_request
+    INPUT = "input"  # a value typed at a prompt, from an input_reply
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One request to a kernel: ``kernel`` is the kernel's id, ``message`` the request's
+    msg_id and ``session`` the Jupyter session it came from."""
+
+    kernel: str
+    message: str
+    kind: Kind
+    code: str
+    session: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", Kind(self.kind))  # "execute" and "input" too
+
+    @property
+    def code_bytes(self) -> bytes:
+        try:
+            return self.code.encode("utf-8")
+        except UnicodeEncodeError:
+            raise NotRecorded("the cell is not valid UTF-8 text") from None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.code_bytes).hexdigest()
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "kernel": self.kernel,
+            "message": self.message,
+            "kind": self.kind.value,
+            "code": self.code,
+            "session": self.session,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Execution:
+        return cls(
+            kernel=str(data["kernel"]),
+            message=str(data["message"]),
+            kind=Kind(data["kind"]),
+            code=str(data["code"]),
+            session=str(data.get("session", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The ledger's answer: the record's sequence number and the code's SHA-256."""
+
+    seq: int
+    sha256: str
+
+
+class Recorder(Protocol):
+    """Writes one execution to the ledger and returns its receipt. Raises
+    :class:`NotRecorded` when it cannot; any other exception counts as not recorded too."""
+
+    def record(self, execution: Execution) -> Receipt: ...
+
+
+def ensure_recordable(execution: Execution) -> None:
+    """Raise :class:`NotRecorded` for a request the ledger would not take whole."""
+    size = len(execution.code_bytes)
+    if size > MAX_CODE_BYTES:
+        raise NotRecorded(f"cell too large to record ({size} bytes > {MAX_CODE_BYTES}); split it")
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: the token goes to the configured endpoint and nowhere else."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class HttpRecorder:
+    """Records through the platform's endpoint: ``POST url`` with the JSON body
+    ``{"kernel", "message", "kind", "code"}`` and ``Authorization: Bearer <token>``; the
+    endpoint answers ``201`` with ``{"seq", "sha256"}``, and the SHA-256 must be the one of
+    the code sent. Proxies from the environment are ignored and redirects refused."""
+
+    def __init__(self, url: str, token: str, timeout: float = 10) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("the recording endpoint must be an http:// or https:// URL")
+        if not token:
+            raise ValueError("the recording endpoint needs a token")
+        self.url = url
+        self._token = token
+        self.timeout = timeout
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
+
+    def __repr__(self) -> str:
+        return f"HttpRecorder({self.url!r})"
+
+    def record(self, execution: Execution) -> Receipt:
+        ensure_recordable(execution)
+        body = json.dumps(
+            {
+                "kernel": execution.kernel,
+                "message": execution.message,
+                "kind": execution.kind.value,
+                "code": execution.code,
+            }
+        ).encode()
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
+            self.url,
+            data=body,
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {self._token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                status = response.status
+                answer = response.read(MAX_ANSWER_BYTES)
+        except urllib.error.HTTPError as error:
+            detail = _detail(error.read(MAX_ANSWER_BYTES))
+            error.close()
+            suffix = f": {detail}" if detail else ""
+            raise NotRecorded(self._scrub(f"the ledger refused ({error.code}){suffix}")) from None
+        except (urllib.error.URLError, OSError) as error:
+            cause = getattr(error, "reason", error)
+            raise NotRecorded(self._scrub(f"the ledger is unreachable ({cause})")) from None
+        if status != 201:
+            raise NotRecorded(f"the ledger answered {status} instead of 201")
+        return self._receipt(answer, execution)
+
+    def _receipt(self, answer: bytes, execution: Execution) -> Receipt:
+        try:
+            data = json.loads(answer)
+            receipt = Receipt(seq=data["seq"], sha256=data["sha256"])
+        except (ValueError, TypeError, KeyError):
+            raise NotRecorded("the ledger's answer was not understood") from None
+        if not isinstance(receipt.seq, int) or receipt.sha256 != execution.sha256:
+            raise NotRecorded("the ledger recorded something else than the cell (SHA-256)")
+        return receipt
+
+    def _scrub(self, reason: str) -> str:
+        return reason.replace(self._token, "[token]")[:MAX_REASON_CHARS]
+
+
+def _detail(body: bytes) -> str:
+    """The ``detail`` of a JSON error body, shortened; empty when there is none."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    detail = data.get("detail") if isinstance(data, dict) else None
+    if detail is None:
+        return ""
+    text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False)
+    return " ".join(text.split())[:MAX_REASON_CHARS]
