@@ -39,7 +39,9 @@ class SandboxFactory:
         self.made: list[SandboxSpec] = []
         self._next_uid = UID_BASE + _worker_offset()
 
-    def make(self, name: str | None = None, *, limits: Limits | None = None) -> SandboxSpec:
+    def make(
+        self, name: str | None = None, *, limits: Limits | None = None, python: Path | None = None
+    ) -> SandboxSpec:
         self._next_uid += 1
         uid = self._next_uid
         name = name or f"t{uid}"
@@ -50,7 +52,7 @@ class SandboxFactory:
             views=self.views,
             state=self.root / "state" / name,
             stage=self.root / "stage" / name,
-            python=SANDBOX_PYTHON,
+            python=python or SANDBOX_PYTHON,
             limits=limits or Limits(memory_bytes=512 << 20, pids=64, disk_bytes=64 << 20),
         )
         self.runtime.prepare(spec)

@@ -33,6 +33,7 @@ from typing import IO, Any
 
 from sandbox.runtime.cgroups import Cgroup, cgroup_for, limit_processes, limit_writes
 from sandbox.runtime.disk import (
+    mount_environment,
     mount_run,
     mount_views,
     mount_workspace,
@@ -176,6 +177,7 @@ class BubblewrapRuntime:
             cgroup.create(spec.limits)
         disk = mount_workspace(spec)
         mount_views(spec)
+        mount_environment(spec)
         return {"cgroups": cgroup is not None, "disk": disk}
 
     def isolation(
@@ -187,10 +189,12 @@ class BubblewrapRuntime:
         extra: Sequence[Binding] = (),
     ) -> Isolation:
         """How ``spec`` is isolated, ``extra`` binding more (e.g. the server's settings)."""
-        data = spec.data if os.geteuid() == 0 else spec.views
+        root = os.geteuid() == 0
+        data = spec.data if root else spec.views
+        python = spec.environment if root else spec.python
         return Isolation(
             bindings=(
-                Binding(spec.python, str(spec.python)),
+                Binding(python, str(spec.python)),
                 Binding(data, DATA),
                 Binding(spec.workspace, HOME, writable=True),
                 Binding(spec.run, RUN, writable=True),

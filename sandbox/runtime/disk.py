@@ -84,11 +84,25 @@ def mount_views(spec: SandboxSpec) -> Path:
     if os.geteuid() != 0:
         return spec.views
     share_views(spec)
-    spec.data.mkdir(mode=0o755, exist_ok=True)
-    if not is_mounted(spec.data):
-        _run("mount", "--bind", str(spec.views), str(spec.data))
-        _run("mount", "-o", "remount,bind,ro,nosuid,nodev,noexec", str(spec.data))
+    bind_read_only(spec.views, spec.data, "nosuid,nodev,noexec")
     return spec.data
+
+
+def mount_environment(spec: SandboxSpec) -> Path:
+    """Bind the sandbox's Python environment read-only on the stage (idempotent), so that
+    the uid reaches it wherever it is installed (even below an owner-only folder); the
+    folder to bind into the sandbox at the environment's own path."""
+    if os.geteuid() != 0:
+        return spec.python
+    bind_read_only(spec.python, spec.environment, "nosuid,nodev")
+    return spec.environment
+
+
+def bind_read_only(source: Path, target: Path, options: str) -> None:
+    target.mkdir(mode=0o755, exist_ok=True)
+    if not is_mounted(target):
+        _run("mount", "--bind", str(source), str(target))
+        _run("mount", "-o", f"remount,bind,ro,{options}", str(target))
 
 
 def share_views(spec: SandboxSpec) -> None:
@@ -106,6 +120,7 @@ def share_views(spec: SandboxSpec) -> None:
 
 def unmount_views(spec: SandboxSpec) -> None:
     unmount(spec.data)
+    unmount(spec.environment)
 
 
 def mount_workspace(spec: SandboxSpec) -> bool:

@@ -127,6 +127,11 @@ class SandboxSpec:
     def etc(self) -> Path:
         return self.stage / "etc"
 
+    @property
+    def environment(self) -> Path:
+        """Where the stage holds the Python environment for the sandbox's uid to reach."""
+        return self.stage / "python"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -887,7 +887,7 @@ def test_restarts_leave_no_mounts_behind(factory: SandboxFactory, attacker: Sand
         factory.runtime.prepare(attacker)
     assert left_after_release == [[], [], []]
     assert sorted(mounts_under(attacker.stage)) == sorted(
-        [str(attacker.data), str(attacker.workspace), str(attacker.run)]
+        [str(m) for m in (attacker.data, attacker.workspace, attacker.run, attacker.environment)]
     )
 
 
@@ -1022,3 +1022,18 @@ def test_workspace_persists_across_restart(factory: SandboxFactory, attacker: Sa
     completed = factory.python(attacker, "print(open('/home/jovyan/results.txt').read())")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == text + "\n"
+
+
+def test_an_environment_below_an_owner_only_folder_still_runs(factory: SandboxFactory) -> None:
+    """The sandbox's uid may have no path to where sbx is installed (a checkout below an
+    owner-only folder): the runtime puts the Python environment on the stage itself."""
+    private = factory.root / "private"
+    private.mkdir(mode=0o700)
+    hidden = private / "env"
+    hidden.mkdir()
+    subprocess.run(["mount", "--bind", str(SANDBOX_PYTHON), str(hidden)], check=True)
+    spec = factory.make(limits=LIMITS, python=hidden)
+    code = "import pandas, sys; print(sys.prefix)"
+    completed = factory.run(spec, [str(hidden / "bin" / "python"), "-c", code])
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == str(hidden)
