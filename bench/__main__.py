@@ -1,5 +1,5 @@
-"""``python -m bench [appends|verify|proofs|authz|http|views|upload|all] [--quick] [--rebuild]
-[--markdown FILE]``."""
+"""``python -m bench [appends|verify|proofs|authz|http|views|upload|spawn|all] [--quick]
+[--rebuild] [--markdown FILE]``."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmarks of the audit ledger, policy decisions, the gateway's HTTP "
-        "requests, the view builder and uploads, each against a baseline measured in the same run. "
-        "Results are written up in docs/benchmarks.md.",
+        "requests, the view builder, uploads and sandbox spawns, each against a baseline "
+        "measured in the same run. Results are written up in docs/benchmarks.md.",
     )
     parser.add_argument(
         "what",
         nargs="?",
         default="all",
-        choices=("appends", "verify", "proofs", "authz", "http", "views", "upload", "all"),
+        choices=("appends", "verify", "proofs", "authz", "http", "views", "upload", "spawn", "all"),
     )
     parser.add_argument(
         "--quick",
@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
 
         console.rule("uploads")
         upload.run(results, quick=args.quick)
+    if args.what in ("spawn", "all"):
+        from bench import spawn
+
+        console.rule("sandbox spawns")
+        spawn.run(results, quick=args.quick)
     elapsed = time.perf_counter() - started
     console.print(f"done in {elapsed:.0f} s (cached ledgers in {VAR})")
 

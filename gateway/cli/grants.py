@@ -14,27 +14,17 @@ unavailable); 2 bad input.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 
-from audit import LedgerError
-from gateway.api import context, open_services
-from gateway.authz import Actor, Denied, PolicyError
 from gateway.cli.audit import JsonFlag, print_json
-from gateway.cli.common import console, fail, settings_of
-from gateway.cli.identity import os_user
-from gateway.identity.model import Conflict, IdentityError, NotFound
-from gateway.identity.service import IdentityService
-from gateway.sandboxes.service import GrantSnapshot, SandboxService
+from gateway.cli.common import console, fail
+from gateway.cli.identity import shell
+from gateway.sandboxes.service import GrantSnapshot
 
 app = typer.Typer(
     help="Grants: create (by hand), list, suspend and resume sandbox grants.",
@@ -42,46 +32,6 @@ app = typer.Typer(
 )
 GrantId = Annotated[str, typer.Argument(metavar="GRANT", help="The grant's id.")]
 Reason = Annotated[str, typer.Option("--reason", help="Why; recorded in the audit ledger.")]
-
-
-@dataclass(frozen=True)
-class Shell:
-    identity: IdentityService
-    sandboxes: SandboxService
-    actor: Actor
-
-
-@contextmanager
-def shell(ctx: typer.Context) -> Iterator[Shell]:
-    """The deployment's services as the shell's actor; refusals become a message and an
-    exit code."""
-    who = os_user()
-    invocation = context.RequestContext(
-        request_id=secrets.token_hex(12), client=f"shell:{who}", method="CLI", path=ctx.command_path
-    )
-    token = context.current.set(invocation)
-    services = None
-    try:
-        services = open_services(settings_of(ctx))
-        if services.sandboxes is None:
-            fail("this gateway has no sandboxes")
-        yield Shell(services.identity, services.sandboxes, services.identity.shell_actor(who))
-    except Denied as exc:
-        fail(f"refused: {exc.reason}")
-    except (NotFound, Conflict) as exc:
-        fail(str(exc))
-    except IdentityError as exc:
-        fail(str(exc), code=2)
-    except (LedgerError, PolicyError) as exc:
-        fail(str(exc))
-    except SQLAlchemyError as exc:
-        fail(f"the database cannot be used: {getattr(exc, 'orig', None) or exc}")
-    except OSError as exc:
-        fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
-    finally:
-        context.current.reset(token)
-        if services is not None:
-            services.close()
 
 
 def moment(value: str, option: str) -> datetime:

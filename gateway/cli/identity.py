@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from audit import LedgerError
 from gateway.api import context, open_services
+from gateway.api.deps import Services
 from gateway.authz import Actor, Denied, PolicyError
 from gateway.cli.audit import JsonFlag, print_json
 from gateway.cli.common import console, fail, settings_of
@@ -51,6 +52,7 @@ from gateway.identity.model import (
     UserSnapshot,
 )
 from gateway.identity.service import IdentityService
+from gateway.sandboxes.service import SandboxService
 from sandbox.identifiers.credit_code import LENGTH as CREDIT_CODE_LENGTH
 
 org_app = typer.Typer(
@@ -73,10 +75,18 @@ Limit = Annotated[int, typer.Option(min=1, max=MAX_PAGE, help="How many to show.
 
 @dataclasses.dataclass(frozen=True)
 class Shell:
-    """The identity service and the shell's actor, for one command."""
+    """The identity service and the shell's actor, for one command (and the other
+    services, for the commands of other areas that share this shell)."""
 
     identity: IdentityService
     actor: Actor
+    services: Services | None = None
+
+    @property
+    def sandboxes(self) -> SandboxService:
+        if self.services is None or self.services.sandboxes is None:
+            fail("this gateway has no sandboxes")
+        return self.services.sandboxes
 
     def organization(self, key: str) -> OrganizationSnapshot:
         """By credit code if ``key`` has a credit code's length (ids are longer), else by id."""
@@ -114,7 +124,7 @@ def shell(ctx: typer.Context) -> Iterator[Shell]:
     services = None
     try:
         services = open_services(settings_of(ctx))
-        yield Shell(services.identity, services.identity.shell_actor(who))
+        yield Shell(services.identity, services.identity.shell_actor(who), services)
     except Denied as exc:
         fail(f"refused: {exc.reason}")
     except (NotFound, Conflict) as exc:

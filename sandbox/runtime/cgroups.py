@@ -52,6 +52,9 @@ class Cgroup:
             _write(folder / "cpu.max", f"{int(limits.cpus * CPU_PERIOD)} {CPU_PERIOD}")
             return
         memory, pids, cpu = self.folders
+        # memory+swap may never be below memory: lift it first, so that a group made earlier
+        # with a smaller limit takes the new one.
+        _write(memory / "memory.memsw.limit_in_bytes", -1, optional=True)
         _write(memory / "memory.limit_in_bytes", limits.memory_bytes)
         _write(memory / "memory.memsw.limit_in_bytes", limits.memory_bytes, optional=True)
         _write(pids / "pids.max", limits.pids)

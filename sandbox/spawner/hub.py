@@ -25,6 +25,15 @@ PROXY = REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
 
 
 @dataclass(frozen=True)
+class HubService:
+    """A further client of the hub's API (e.g. a benchmark), with the scopes it holds."""
+
+    name: str
+    token: str
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class HubOptions:
     """Everything the hub needs to know, given by the gateway's settings."""
 
@@ -42,6 +51,7 @@ class HubOptions:
     check_interval: float = 3.0
     idle_timeout: int = 3600
     proxy: Path = PROXY
+    services: tuple[HubService, ...] = ()
 
 
 def hub_config(options: HubOptions) -> dict[str, Any]:
@@ -60,14 +70,21 @@ def hub_config(options: HubOptions) -> dict[str, Any]:
             "allow_named_servers": True,
             "named_server_limit_per_user": 0,
             "cleanup_servers": True,
-            "services": [{"name": "sbx-gateway", "api_token": options.hub_api_token}],
+            "services": [
+                {"name": "sbx-gateway", "api_token": options.hub_api_token},
+                *({"name": s.name, "api_token": s.token} for s in options.services),
+            ],
             "load_roles": [
                 {
                     "name": "sbx-gateway",
                     "description": "The gateway stops the servers of suspended grants.",
                     "scopes": ["servers", "read:users"],
                     "services": ["sbx-gateway"],
-                }
+                },
+                *(
+                    {"name": s.name, "scopes": list(s.scopes), "services": [s.name]}
+                    for s in options.services
+                ),
             ],
         },
         "ConfigurableHTTPProxy": {

@@ -144,6 +144,8 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]
             finally:
                 log.close()
         except (SandboxError, OSError) as exc:
+            self.log.error("sandbox of %s/%s could not start: %s", self.user.name, self.name, exc)
+            await self._halt()
             await self._end("the sandbox could not start")
             raise web.HTTPError(503, f"the sandbox could not start: {exc}") from None
         self.log.info("sandbox %s started for %s on grant %s", spec.name, self.user.name, self.name)
@@ -154,6 +156,10 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]
             return 0
         status = self.process.poll()
         if status is not None:
+            # The server ended on its own (idle shutdown, a crash): the hub may not call
+            # stop(), so leave nothing behind here.
+            await self._halt()
+            await self._end(f"the server ended with status {status}")
             return int(status)
         if self.session and time.monotonic() - self._checked >= self.check_interval:
             self._checked = time.monotonic()
@@ -209,6 +215,9 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]
         )
         config.setdefault("ServerApp", {})["shutdown_no_activity_timeout"] = self.idle_timeout
         (folder / "jupyter_server_config.json").write_text(json.dumps(config, indent=2))
+        # jupyter_core writes this marker into its (here read-only) configuration folder
+        # once it finds ~/.ipython, which the first session's kernel leaves in the workspace.
+        (folder / "migrated").write_text("never: the sandbox's configuration is the platform's\n")
         for path in [folder, *folder.rglob("*")]:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
 

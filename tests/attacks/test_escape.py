@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from sandbox.runtime.cgroups import cgroup_for
 from sandbox.runtime.spec import MIB, Limits, SandboxSpec
 from tests.sandboxes import SANDBOX_PYTHON, SandboxFactory, sandboxes  # noqa: F401
 
@@ -1037,3 +1038,18 @@ def test_an_environment_below_an_owner_only_folder_still_runs(factory: SandboxFa
     completed = factory.run(spec, [str(hidden / "bin" / "python"), "-c", code])
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == str(hidden)
+
+
+def test_a_group_left_behind_with_smaller_limits_takes_the_new_ones(
+    factory: SandboxFactory,
+) -> None:
+    """A control group left by an earlier run (a crash, other settings) must not keep a
+    sandbox from starting, nor hold it to the old limits."""
+    name = f"left{os.getpid()}"
+    left = cgroup_for(name)
+    assert left is not None
+    left.create(Limits(memory_bytes=128 * MIB, pids=16))
+    spec = factory.make(name, limits=LIMITS)
+    memory = Path("/sys/fs/cgroup/memory/sbx") / name
+    assert int((memory / "memory.limit_in_bytes").read_text()) == LIMITS.memory_bytes
+    assert factory.python(spec, "print('up')").stdout == "up\n"

@@ -12,7 +12,6 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 
 from sandbox.runtime.bwrap import Profile
 from sandbox.runtime.spec import SandboxSpec
+from tests.recording import Endpoint
 from tests.sandboxes import SANDBOX_PYTHON, SandboxFactory, sandboxes  # noqa: F401
 
 DRIVER = Path(__file__).with_name("code_record_driver.py")
@@ -27,7 +27,7 @@ TOKEN = "record-token-7c1e"  # noqa: S105 - a test token
 DEADLINE = 90.0
 
 
-class RecordingEndpoint:
+class RecordingEndpoint(Endpoint):
     """The platform's recording endpoint as the provisioner sees it: stores each
     authenticated execution and answers ``201 {"seq", "sha256"}``, or ``403`` when told to
     refuse. Requests without the token are kept apart, as intrusions."""
@@ -36,42 +36,17 @@ class RecordingEndpoint:
         self.store: list[dict[str, Any]] = []
         self.intrusions: list[str] = []
         self.refuse = False
-        endpoint = self
+        super().__init__(self.judge)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the standard library's name
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                    endpoint.intrusions.append(body.decode(errors="replace"))
-                    self.answer(401, {"detail": "not authenticated"})
-                elif endpoint.refuse:
-                    self.answer(403, {"detail": "the grant is suspended"})
-                else:
-                    data = json.loads(body)
-                    sha = hashlib.sha256(data["code"].encode()).hexdigest()
-                    endpoint.store.append({**data, "sha256": sha})
-                    self.answer(201, {"seq": len(endpoint.store), "sha256": sha})
-
-            def answer(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/executions"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+    def judge(self, headers: dict[str, str], data: dict[str, Any]) -> tuple[int, Any]:
+        if headers.get("Authorization") != f"Bearer {TOKEN}":
+            self.intrusions.append(json.dumps(data))
+            return 401, {"detail": "not authenticated"}
+        if self.refuse:
+            return 403, {"detail": "the grant is suspended"}
+        sha = hashlib.sha256(data["code"].encode()).hexdigest()
+        self.store.append({**data, "sha256": sha})
+        return 201, {"seq": len(self.store), "sha256": sha}
 
 
 @pytest.fixture

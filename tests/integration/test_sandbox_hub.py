@@ -62,6 +62,20 @@ class Platform:
         flat = entries[0] if len(entries) == 1 and isinstance(entries[0], list) else entries
         return [e for e in flat if _action(e) == action]
 
+    def stop_server(self) -> None:
+        token = (self.data / "hub-api.token").read_text().strip()
+        request = urllib.request.Request(  # noqa: S310 - the local hub
+            f"{self.hub_api}/users/{APPLICANT}/servers/{GRANT}",
+            method="DELETE",
+            headers={"Authorization": f"token {token}"},
+        )
+        with urllib.request.urlopen(request, timeout=30):  # noqa: S310
+            pass
+        deadline = time.monotonic() + 30
+        while GRANT in self.hub_servers():
+            assert time.monotonic() < deadline, "the server did not stop"
+            time.sleep(0.2)
+
     def hub_servers(self) -> dict[str, Any]:
         token = (self.data / "hub-api.token").read_text().strip()
         request = urllib.request.Request(  # noqa: S310 - the local hub
@@ -201,10 +215,10 @@ async ([base, code]) => {
 """
 
 
-def open_sandbox(page: Page, platform: Platform) -> str:
-    account = platform.accounts[APPLICANT]
-    page.goto(platform.gateway + "/")
-    sign_in(page, APPLICANT, account["password"])
+def open_sandbox(page: Page, platform: Platform, *, signed_in: bool = False) -> str:
+    if not signed_in:
+        page.goto(platform.gateway + "/")
+        sign_in(page, APPLICANT, platform.accounts[APPLICANT]["password"])
     page.goto(platform.gateway + "/grants")
     page.locator(f"#open-sandbox-{GRANT}").click()
     expect(page).to_have_url(
@@ -236,6 +250,23 @@ def test_the_applicant_opens_a_sandbox_from_the_console_and_every_cell_is_record
     detail = _detail(recorded[0])
     assert detail["grant"] == GRANT
     assert detail["message"] == result["message"]
+    context.close()
+
+
+def test_a_stopped_sandbox_opens_again_with_its_workspace(
+    platform: Platform, browser: Browser
+) -> None:
+    context = browser.new_context(locale="zh-CN")
+    page = context.new_page()
+    base = open_sandbox(page, platform)
+    kept = page.evaluate(EXECUTE, [base, "open('/home/jovyan/kept.txt', 'w').write('kept')"])
+    assert kept.get("status") == "ok", kept
+    platform.stop_server()
+    base = open_sandbox(page, platform, signed_in=True)
+    expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=60_000)
+    again = page.evaluate(EXECUTE, [base, "print(open('/home/jovyan/kept.txt').read())"])
+    assert again.get("status") == "ok", again
+    assert again["out"].strip() == "kept"
     context.close()
 
 

@@ -11,7 +11,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from sandbox.kernel.record import (
     Receipt,
 )
 from sandbox.runtime.spec import SandboxError
+from tests.recording import Endpoint
 
 KEY = b"a-key-shared-by-server-and-kernel"
 KERNEL = "k-1"
@@ -484,46 +484,12 @@ def test_an_execution_round_trips_and_hashes_its_code() -> None:
     assert execution.sha256 == hashlib.sha256("名前".encode()).hexdigest()
 
 
-class Endpoint:
-    """A real recording endpoint on 127.0.0.1 answering as ``answer`` says."""
-
-    def __init__(self, answer: Callable[[dict[str, Any]], tuple[int, Any]]) -> None:
-        self.answer = answer
-        self.received: list[tuple[dict[str, str], dict[str, Any]]] = []
-        endpoint_ = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the standard library's name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                endpoint_.received.append((dict(self.headers), body))
-                status, payload = endpoint_.answer(body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/executions"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
 @pytest.fixture
 def endpoint_of() -> Iterator[Callable[..., Endpoint]]:
     made: list[Endpoint] = []
 
     def make(answer: Callable[[dict[str, Any]], tuple[int, Any]]) -> Endpoint:
-        made.append(Endpoint(answer))
+        made.append(Endpoint(lambda _headers, body: answer(body)))
         return made[-1]
 
     yield make
