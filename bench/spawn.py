@@ -384,15 +384,15 @@ def run(results: Results, *, quick: bool) -> None:
     for name, times in (("sbx (bubblewrap, recorded)", ours), ("JupyterHub local process", plain)):
         table.add(
             name,
-            f"{percentile(times, 0.5):.2f}",
-            f"{percentile(times, 0.95):.2f}",
+            f"{percentile(times, 50):.2f}",
+            f"{percentile(times, 95):.2f}",
             f"{times[0]:.2f}",
             f"{times[-1]:.2f}",
         )
-    ratio = percentile(ours, 0.5) / percentile(plain, 0.5)
+    ratio = percentile(ours, 50) / percentile(plain, 50)
     table.notes.append(
         f"sandboxed / plain median: {ratio:.2f}x (target ≤ 1.5x); "
-        f"sandboxed median {percentile(ours, 0.5):.2f} s (target < 3 s)"
+        f"sandboxed median {percentile(ours, 50):.2f} s (target < 3 s)"
     )
     results.table(table)
 
@@ -403,14 +403,14 @@ def run(results: Results, *, quick: bool) -> None:
     )
     crowd.add(
         "open → first cell (s)",
-        f"{percentile(firsts, 0.5):.2f}",
-        f"{percentile(firsts, 0.95):.2f}",
+        f"{percentile(firsts, 50):.2f}",
+        f"{percentile(firsts, 95):.2f}",
         f"{firsts[-1]:.2f}",
     )
     crowd.add(
         "later cells (ms)",
-        f"{percentile(cell_times, 0.5) * 1000:.1f}",
-        f"{percentile(cell_times, 0.95) * 1000:.1f}",
+        f"{percentile(cell_times, 50) * 1000:.1f}",
+        f"{percentile(cell_times, 95) * 1000:.1f}",
         f"{cell_times[-1] * 1000:.1f}",
     )
     crowd.notes.append(

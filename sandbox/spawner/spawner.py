@@ -149,7 +149,24 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]
             await self._end("the sandbox could not start")
             raise web.HTTPError(503, f"the sandbox could not start: {exc}") from None
         self.log.info("sandbox %s started for %s on grant %s", spec.name, self.user.name, self.name)
+        await self._listening()
         return (self.ip, self.port)
+
+    async def _listening(self) -> None:
+        """Return once the server accepts connections (or has ended): the hub then finds it
+        up at its first check instead of after its back-off."""
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline and self.process is not None:
+            if self.process.poll() is not None:
+                return  # the hub's poll reports it
+            try:
+                _, writer = await asyncio.open_connection(self.ip, self.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
 
     async def poll(self) -> int | None:
         if self.process is None:
@@ -213,7 +230,11 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]
         config.setdefault("MappingKernelManager", {}).update(
             cull_idle_timeout=self.idle_timeout, cull_interval=60, cull_connected=True
         )
-        config.setdefault("ServerApp", {})["shutdown_no_activity_timeout"] = self.idle_timeout
+        server = config.setdefault("ServerApp", {})
+        server["shutdown_no_activity_timeout"] = self.idle_timeout
+        # Language servers and terminals run programs in the server's namespace, outside the
+        # record: neither is loaded (and the server starts faster without them).
+        server["jpserver_extensions"] = {"jupyter_lsp": False, "jupyter_server_terminals": False}
         (folder / "jupyter_server_config.json").write_text(json.dumps(config, indent=2))
         # jupyter_core writes this marker into its (here read-only) configuration folder
         # once it finds ~/.ipython, which the first session's kernel leaves in the workspace.
