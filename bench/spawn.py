@@ -198,9 +198,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def platform(concurrent: int) -> Iterator[tuple[Hub, Hub, Path]]:
-    """The gateway, the sandboxed hub and the baseline hub, on fresh demo data."""
-    root = VAR / "spawn" / time.strftime("%Y%m%dT%H%M%S")
+def platform(concurrent: int, root: Path) -> Iterator[tuple[Hub, Hub, Path]]:
+    """The gateway, the sandboxed hub and the baseline hub, on fresh demo data in ``root``."""
     data = root / "var"
     stage = Path(tempfile.mkdtemp(prefix="sbx-bench-stage-", dir="/tmp"))  # noqa: S108
     os.chmod(stage, 0o711)  # noqa: S103 - traversable, not listable
@@ -210,6 +209,10 @@ def platform(concurrent: int) -> Iterator[tuple[Hub, Hub, Path]]:
         "SBX_SANDBOX__HUB_API_URL": f"http://127.0.0.1:{api_port}/hub/api",
         "SBX_SANDBOX__STAGE_DIR": str(stage),
         "SBX_SANDBOX__MEMORY_MIB": "1024",
+        # Ids of their own, so that the benchmark's sandboxes (and control groups) are never
+        # those of a platform running on the same host.
+        "SBX_SANDBOX__UID_BASE": "240000",
+        "SBX_SANDBOX__GID_BASE": "250000",
     }
     console.print("setting up: sbx demo --no-serve, then the grants of the concurrent run")
     sbx(data, "demo", "--no-serve", env=env)
@@ -357,14 +360,22 @@ def sandbox_memory() -> int:
     return total
 
 
-def run(results: Results, *, quick: bool) -> None:
-    spawns = 5 if quick else 20
-    count = 5 if quick else 20
-    cells = 10
+def run(
+    results: Results,
+    *,
+    quick: bool,
+    spawns: int | None = None,
+    count: int | None = None,
+    cells: int = 10,
+    root: Path | None = None,
+) -> None:
+    spawns = spawns or (5 if quick else 20)
+    count = count or (5 if quick else 20)
     if os.geteuid() != 0:
         console.print("[yellow]sandboxes need root: skipping the spawn benchmark[/]")
         return
-    with platform(count) as (sandboxed, baseline, _):
+    root = root or VAR / "spawn" / time.strftime("%Y%m%dT%H%M%S")
+    with platform(count, root) as (sandboxed, baseline, _):
         loop = asyncio.new_event_loop()
         try:
             # One warm-up each (the first sandbox spawn also makes the workspace image).
