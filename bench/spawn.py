@@ -85,22 +85,8 @@ class Hub:
     async def open_and_run(self, user: str, name: str, cells: int = 1) -> tuple[float, list[float]]:
         """Seconds until the first cell's reply, and every cell's own latency."""
         started = time.perf_counter()
-        await self.call("POST", f"/users/{quote(user)}/servers/{quote(name)}", {})
-        while True:
-            server = await self.server(user, name)
-            if server and server.get("ready"):
-                break
-            if server is None or server.get("pending") not in ("spawn", None):
-                raise RuntimeError(f"{self.name}: {user}/{name} did not start: {server}")
-            await asyncio.sleep(0.02)
-        base = self.public + server["url"]
-        kernel = await self._fetch_json("POST", base + "api/kernels", {"name": self.kernel})
-        socket = await websocket_connect(
-            HTTPRequest(
-                base.replace("http", "ws", 1) + f"api/kernels/{kernel['id']}/channels",
-                headers={"Authorization": f"token {self.token}"},
-            )
-        )
+        server = await self.start(user, name)
+        socket = await self.open_kernel(server)
         latencies = []
         first = 0.0
         try:
@@ -113,6 +99,28 @@ class Hub:
         finally:
             socket.close()
         return first, latencies
+
+    async def start(self, user: str, name: str) -> dict[str, Any]:
+        """Ask the hub to start the server and return it once the hub reports it ready."""
+        await self.call("POST", f"/users/{quote(user)}/servers/{quote(name)}", {})
+        while True:
+            server = await self.server(user, name)
+            if server and server.get("ready"):
+                return server
+            if server is None or server.get("pending") not in ("spawn", None):
+                raise RuntimeError(f"{self.name}: {user}/{name} did not start: {server}")
+            await asyncio.sleep(0.02)
+
+    async def open_kernel(self, server: dict[str, Any]) -> Any:
+        """A new kernel of the running ``server``: its websocket."""
+        base = self.public + server["url"]
+        kernel = await self._fetch_json("POST", base + "api/kernels", {"name": self.kernel})
+        return await websocket_connect(
+            HTTPRequest(
+                base.replace("http", "ws", 1) + f"api/kernels/{kernel['id']}/channels",
+                headers={"Authorization": f"token {self.token}"},
+            )
+        )
 
     async def close(self, user: str, name: str) -> None:
         await self.call("DELETE", f"/users/{quote(user)}/servers/{quote(name)}")
@@ -131,8 +139,11 @@ class Hub:
         return json.loads(response.body)
 
 
-async def execute(socket: Any, code: str) -> None:
+async def execute(socket: Any, code: str) -> str:
+    """Run ``code`` in the kernel behind ``socket``; what it printed."""
     message = secrets.token_hex(16)
+    printed: list[str] = []
+    replied = idle = False
     await socket.write_message(
         json.dumps(
             {
@@ -163,10 +174,19 @@ async def execute(socket: Any, code: str) -> None:
         if raw is None:
             raise RuntimeError("the kernel's websocket closed")
         reply = json.loads(raw)
-        if reply["msg_type"] == "execute_reply" and reply["parent_header"].get("msg_id") == message:
+        if reply["parent_header"].get("msg_id") != message:
+            continue
+        kind = reply["msg_type"]
+        if kind == "stream":
+            printed.append(reply["content"]["text"])
+        elif kind == "execute_reply":
             if reply["content"]["status"] != "ok":
                 raise RuntimeError(f"cell failed: {reply['content']}")
-            return
+            replied = True
+        elif kind == "status" and reply["content"]["execution_state"] == "idle":
+            idle = True  # every output of the cell has come
+        if replied and idle:
+            return "".join(printed)
 
 
 def sbx(data: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -181,6 +201,25 @@ def sbx(data: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProc
     if done.returncode != 0:
         raise RuntimeError(f"sbx {' '.join(args)} failed: {done.stdout}{done.stderr}")
     return done
+
+
+def start_gateway(data: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``sbx serve --no-hub`` on ``port``, quiet (its logs are not read)."""
+    return subprocess.Popen(  # noqa: S603 - our own CLI
+        [
+            sys.executable,
+            "-c",
+            "from gateway.cli import main; main()",
+            "serve",
+            "--no-hub",
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        env={**os.environ, "SBX_DATA_DIR": str(data), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def free_port() -> int:
@@ -235,21 +274,7 @@ def platform(concurrent: int, root: Path) -> Iterator[tuple[Hub, Hub, Path]]:
             grant,
             env=env,
         )
-    gateway = subprocess.Popen(  # noqa: S603
-        [
-            sys.executable,
-            "-c",
-            "from gateway.cli import main; main()",
-            "serve",
-            "--no-hub",
-            "--port",
-            str(gateway_port),
-        ],
-        cwd=REPO,
-        env={**os.environ, "SBX_DATA_DIR": str(data), **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    gateway = start_gateway(data, gateway_port, env)
     hubs: list[subprocess.Popen[bytes]] = []
     try:
         from gateway.cli.serve import hub_options

@@ -31,6 +31,12 @@ RUN /opt/sbx-sandbox/bin/python -m pip install --no-deps . \
  && cd / && rm -rf /src \
  && chmod -R go+rX /opt/sbx-sandbox
 
+# The trusted server's configuration and its one kernel spec (whose provisioner records
+# every cell), root's and read-only under the container's read-only root.
+RUN /opt/sbx-sandbox/bin/python -m sandbox.kernel.kernelspec /etc/sbx/jupyter /opt/sbx-sandbox
+ENV JUPYTER_CONFIG_DIR=/etc/sbx/jupyter \
+    JUPYTER_PATH=/etc/sbx/jupyter
+
 # The default user, for running the image by hand; the runtime always names the
 # applicant's uid. The mount points are owner-only: a new volume copies this mode, and
 # the runtime's setup step gives the volume to the sandbox's uid.

@@ -130,6 +130,10 @@ class SandboxSettings(BaseModel):
     docker_image: str = Field(
         "sbx-sandbox:latest", description="the sandbox image (runtime docker)"
     )
+    docker_network: str = Field(
+        "sbx-hub",
+        description="the hub's Docker network, which sandbox servers join (runtime docker)",
+    )
 
     def limits(self) -> dict[str, int | float]:
         """What one sandbox may use, in bytes, processes and CPUs."""

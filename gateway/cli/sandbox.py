@@ -6,6 +6,10 @@ command in the ledger before it runs, and the command runs as the user's own uid
 grant's views at ``/data``, no network, and the sandbox's limits. A batch run has its own
 workspace for the user and grant, apart from the notebook server's.
 
+With the Docker runtime (``sandbox.runtime = docker``) the command is a container of the
+sandbox image with no network, as a notebook's kernel is, and what it prints is copied to
+this command's output as it comes.
+
 Exit codes: the command's own; 1 refused or failed to start; 2 bad usage.
 """
 
@@ -13,13 +17,16 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 import uuid
 from typing import Annotated
 
 import typer
 
 from gateway.cli.common import fail, settings_of
+from gateway.settings import SandboxSettings
 from sandbox.runtime.bwrap import BubblewrapRuntime
+from sandbox.runtime.docker import DockerRuntime
 from sandbox.runtime.spec import Limits, SandboxError, SandboxSpec, sandbox_name
 
 app = typer.Typer(help="Sandboxes: run a command in a grant's sandbox.", no_args_is_help=True)
@@ -73,15 +80,30 @@ def run(
             kind="command",
             code=shlex.join(command),
         )
-        runtime = BubblewrapRuntime()
         try:
-            runtime.prepare(spec)
-            status = runtime.launch(spec, command).wait()
+            runtime = runtime_of(settings.sandbox)
+            try:
+                runtime.prepare(spec)
+                if isinstance(runtime, DockerRuntime):
+                    process = runtime.launch(spec, command)
+                    process.copy_output(sys.stdout.buffer)
+                    status = process.wait()
+                else:
+                    status = runtime.launch(spec, command).wait()
+            finally:
+                runtime.release(spec)
         except SandboxError as exc:
             fail(str(exc))
-        finally:
-            runtime.release(spec)
     finally:
         sandboxes.end_session(started.session, f"command exited with status {status}")
         services.close()
     raise typer.Exit(status)
+
+
+def runtime_of(settings: SandboxSettings) -> BubblewrapRuntime | DockerRuntime:
+    """The configured runtime (Docker's engine from ``DOCKER_HOST``, as the hub's)."""
+    if settings.runtime == "docker":
+        return DockerRuntime(
+            image=settings.docker_image, hub_network=settings.docker_network, python=settings.python
+        )
+    return BubblewrapRuntime()

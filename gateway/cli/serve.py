@@ -102,6 +102,9 @@ def hub_options(settings: Settings, gateway_url: str) -> HubOptions:
         state_dir=settings.data_dir / "sandboxes",
         check_interval=float(sandbox.poll_seconds),
         idle_timeout=sandbox.idle_minutes * 60,
+        runtime=sandbox.runtime,
+        docker_image=sandbox.docker_image,
+        docker_network=sandbox.docker_network,
     )
 
 

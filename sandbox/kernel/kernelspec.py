@@ -1,14 +1,20 @@
 """The sandbox's one kernel spec, and the Jupyter server settings that go with it.
 
-The spawner writes both into the sandbox: ``kernel.json`` names the ``sbx-sandbox``
-provisioner (:mod:`sandbox.kernel.provisioner`), which replaces the spec's command with
-the isolated one; the server settings make that kernel the only one, over ipc, with no
-terminals and no hidden files.
+:func:`write_server_config` writes both where the sandbox reads them but cannot change
+them: the bubblewrap runtime's spawner at each start (bound at ``/etc/sbx/jupyter``), the
+sandbox image once when it is built (``python -m sandbox.kernel.kernelspec``).
+``kernel.json`` names the ``sbx-sandbox`` provisioner (:mod:`sandbox.kernel.provisioner`),
+which replaces the spec's command with the isolated one; the server settings make that
+kernel the only one, over ipc, with no terminals, no language servers and no hidden files.
+What varies per deployment (idle culling) goes on the server's command line
+(:func:`server_arguments`).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +48,58 @@ def write_kernel_spec(folder: Path, python: Path, display_name: str = "Python 3 
     return path
 
 
+CONFIG_DIR = "/etc/sbx/jupyter"  # where the server finds it inside the sandbox (read-only)
+
+
 def server_config() -> dict[str, Any]:
     """The Jupyter server's settings for sandboxed kernels, as a JSON config."""
     return {
-        "ServerApp": {"terminals_enabled": False},
+        "ServerApp": {
+            "terminals_enabled": False,
+            # Language servers and terminals run programs in the server's namespace, outside
+            # the record: neither is loaded (and the server starts faster without them).
+            "jpserver_extensions": {"jupyter_lsp": False, "jupyter_server_terminals": False},
+        },
         "MappingKernelManager": {"default_kernel_name": KERNEL_NAME},
         "KernelManager": {"transport": "ipc"},
         "KernelSpecManager": {"allowed_kernelspecs": [KERNEL_NAME], "ensure_native_kernel": False},
         "ContentsManager": {"allow_hidden": False},
     }
+
+
+def server_arguments(idle_timeout: int) -> list[str]:
+    """The server's command-line settings: idle kernels are culled, and an idle server
+    stops, after ``idle_timeout`` seconds."""
+    return [
+        f"--MappingKernelManager.cull_idle_timeout={idle_timeout}",
+        "--MappingKernelManager.cull_interval=60",
+        "--MappingKernelManager.cull_connected=True",
+        f"--ServerApp.shutdown_no_activity_timeout={idle_timeout}",
+    ]
+
+
+def write_server_config(folder: Path, python: Path) -> None:
+    """The server's configuration folder: its settings, the one kernel spec, and readable
+    by all but writable by its owner only."""
+    folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+    write_kernel_spec(folder, python)
+    (folder / "jupyter_server_config.json").write_text(json.dumps(server_config(), indent=2))
+    # jupyter_core writes this marker into its (here read-only) configuration folder
+    # once it finds ~/.ipython, which the first session's kernel leaves in the workspace.
+    (folder / "migrated").write_text("never: the sandbox's configuration is the platform's\n")
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sandbox.kernel.kernelspec FOLDER PYTHON`` (the sandbox image's build)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m sandbox.kernel.kernelspec FOLDER PYTHON", file=sys.stderr)
+        return 2
+    write_server_config(Path(args[0]), Path(args[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

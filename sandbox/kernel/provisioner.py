@@ -11,6 +11,9 @@ that process's environment:
 ``SBX_TMP_BYTES``      the size of a kernel's private ``/tmp`` (default 256 MiB)
 ``SBX_BWRAP``          the bubblewrap binary (default ``bwrap``)
 ``SBX_GRANT``          the grant, passed on to the kernel's environment
+``SBX_KERNEL_LAUNCHER`` the hub's kernel routes (the Docker runtime): kernels are then
+                       containers the hub starts (:mod:`sandbox.spawner.kernels`), not
+                       bubblewrap namespaces the server starts
 =====================  ==============================================================
 
 Per kernel, under ``/run/sbx``: ``kernels/<id>/`` holds the kernel's connection file and
@@ -28,11 +31,12 @@ the server's). Interrupts go as ``interrupt_request`` messages (the kernel spec'
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
-import re
 import shutil
 import signal
 import sys
@@ -45,10 +49,10 @@ from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
 from sandbox.kernel.proxy import PORTS, AuditingProxy
 from sandbox.kernel.record import HttpRecorder
+from sandbox.kernel.remote import RemoteKernel
 from sandbox.runtime.bwrap import KERNEL_OOM_SCORE, kernel_isolation
-from sandbox.runtime.spec import DATA, HOME, RUN, USERNAME, SandboxError
+from sandbox.runtime.spec import DATA, HOME, KERNEL_ID, RUN, USERNAME, SandboxError
 
-KERNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 CONNECTION_FILE = "connection.json"
 DEFAULT_TMP_BYTES = 256 << 20
 
@@ -63,6 +67,7 @@ class KernelSettings:
     tmp_bytes: int = DEFAULT_TMP_BYTES
     bwrap: str = "bwrap"
     grant: str = ""
+    launcher: str = ""
     run: Path = Path(RUN)
 
     @classmethod
@@ -87,6 +92,7 @@ class KernelSettings:
             tmp_bytes=tmp_bytes,
             bwrap=environ.get("SBX_BWRAP") or "bwrap",
             grant=environ.get("SBX_GRANT", ""),
+            launcher=environ.get("SBX_KERNEL_LAUNCHER", ""),
         )
 
     def kernel_env(self, session_name: str = "") -> dict[str, str]:
@@ -110,14 +116,19 @@ class KernelSettings:
 
 
 class SandboxProvisioner(LocalProvisioner):
-    """Starts kernels with bubblewrap in a kernel namespace, behind an auditing proxy."""
+    """Starts kernels in a kernel namespace (bubblewrap) or container (through the hub),
+    behind an auditing proxy."""
 
     proxy: AuditingProxy | None = None
     kernel_folder: Path | None = None
     server_folder: Path | None = None
+    settings: KernelSettings | None = None
+    session_name: str = ""
+    remote: RemoteKernel | None = None  # the kernel's container, when the hub runs it
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         settings = KernelSettings.from_environ(os.environ)
+        self.settings = settings
         manager = self.parent
         if manager is None:
             raise SandboxError("the sandbox provisioner needs its kernel manager")
@@ -148,6 +159,11 @@ class SandboxProvisioner(LocalProvisioner):
         manager.connection_file = str(server_folder / CONNECTION_FILE)
 
         session_name = (kwargs.pop("env", None) or {}).get("JPY_SESSION_NAME", "")
+        self.session_name = session_name
+        kwargs.pop("extra_arguments", None)
+        if settings.launcher:  # the hub starts the kernel's container; nothing runs here
+            kwargs["cmd"] = kernel_command(settings.python)
+            return kwargs
         isolation = kernel_isolation(
             settings.python,
             str(kernel_folder),
@@ -157,10 +173,7 @@ class SandboxProvisioner(LocalProvisioner):
         cwd = kwargs.get("cwd")
         if cwd and Path(cwd).is_relative_to(HOME):
             isolation = dataclasses.replace(isolation, chdir=str(cwd))
-        python = str(settings.python / "bin" / "python")
-        argv = [python, "-m", "ipykernel_launcher", "-f", f"{RUN}/{CONNECTION_FILE}"]
-        kwargs.pop("extra_arguments", None)
-        kwargs["cmd"] = isolation.command(argv, settings.bwrap)
+        kwargs["cmd"] = isolation.command(kernel_command(settings.python), settings.bwrap)
         kwargs["env"] = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}  # bubblewrap's own
         kwargs["preexec_fn"] = _kernel_oom_score
         return kwargs
@@ -170,12 +183,30 @@ class SandboxProvisioner(LocalProvisioner):
             raise SandboxError("launch_kernel without pre_launch")
         self.proxy.start()
         try:
-            await super().launch_kernel(cmd, **kwargs)
+            if self.settings is not None and self.settings.launcher:
+                await self._launch_remote(str(kwargs.get("cwd") or HOME))
+            else:
+                await super().launch_kernel(cmd, **kwargs)
         except BaseException:
             self.proxy.stop()
             raise
         self.connection_info = dict(self.proxy.connection_info)  # type: ignore[assignment]
         return self.connection_info
+
+    async def _launch_remote(self, cwd: str) -> None:
+        settings = self.settings
+        assert settings is not None  # noqa: S101 - set by pre_launch
+        start = functools.partial(
+            RemoteKernel.start,
+            settings.launcher,
+            settings.record_token,
+            self.kernel_id,
+            cwd,
+            self.session_name,
+        )
+        self.remote = await asyncio.get_running_loop().run_in_executor(None, start)
+        self.process = self.remote  # type: ignore[assignment] # Popen's parts that are used
+        self.pid = self.pgid = None  # signals go through the hub
 
     async def send_signal(self, signum: int) -> None:
         if signum == signal.SIGINT:
@@ -184,6 +215,10 @@ class SandboxProvisioner(LocalProvisioner):
         await super().send_signal(signum)
 
     async def cleanup(self, restart: bool = False) -> None:
+        remote, self.remote = self.remote, None
+        if remote is not None:  # the hub removes the kernel's container
+            with contextlib.suppress(SandboxError):
+                await asyncio.get_running_loop().run_in_executor(None, remote.remove)
         if self.proxy is not None:
             self.proxy.stop()
         if self.kernel_folder is not None:
@@ -191,6 +226,17 @@ class SandboxProvisioner(LocalProvisioner):
         if self.server_folder is not None and not restart:
             shutil.rmtree(self.server_folder, ignore_errors=True)
         await super().cleanup(restart=restart)
+
+
+def kernel_command(python: Path) -> list[str]:
+    """The command of every sandboxed kernel, as it runs inside the sandbox."""
+    return [
+        str(python / "bin" / "python"),
+        "-m",
+        "ipykernel_launcher",
+        "-f",
+        f"{RUN}/{CONNECTION_FILE}",
+    ]
 
 
 def _fresh_folder(folder: Path) -> None:

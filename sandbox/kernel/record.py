@@ -116,6 +116,41 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
+class BearerClient:
+    """JSON over HTTP with a bearer token, from inside the sandbox's trusted server:
+    proxies from the environment are ignored and a redirect is an error, so the token goes
+    to the configured endpoint and nowhere else."""
+
+    def __init__(self, token: str, timeout: float = 10) -> None:
+        self._token = token
+        self.timeout = timeout
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
+
+    def __repr__(self) -> str:  # never the token
+        return "BearerClient()"
+
+    def call(
+        self, method: str, url: str, body: Mapping[str, Any] | None = None
+    ) -> tuple[int, bytes]:
+        """The answer's status and (at most :data:`MAX_ANSWER_BYTES` of) body; raises
+        :class:`urllib.error.HTTPError` for 4xx and 5xx and :class:`OSError` when the
+        endpoint cannot be reached."""
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("the endpoint must be an http:// or https:// URL")
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+            url,
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self._token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
+        with self._opener.open(request, timeout=self.timeout) as response:
+            return response.status, response.read(MAX_ANSWER_BYTES)
+
+
 class HttpRecorder:
     """Records through the platform's endpoint: ``POST url`` with the JSON body
     ``{"kernel", "message", "kind", "code"}`` and ``Authorization: Bearer <token>``; the
@@ -130,37 +165,23 @@ class HttpRecorder:
         self.url = url
         self._token = token
         self.timeout = timeout
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
+        self._client = BearerClient(token, timeout)
 
     def __repr__(self) -> str:
         return f"HttpRecorder({self.url!r})"
 
     def record(self, execution: Execution) -> Receipt:
         ensure_recordable(execution)
-        body = json.dumps(
-            {
-                "kernel": execution.kernel,
-                "message": execution.message,
-                "kind": execution.kind.value,
-                "code": execution.code,
-            }
-        ).encode()
-        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
-            self.url,
-            data=body,
-            method="POST",
-            headers={
-                "Authorization": f"Bearer {self._token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
-        )
+        body = {
+            "kernel": execution.kernel,
+            "message": execution.message,
+            "kind": execution.kind.value,
+            "code": execution.code,
+        }
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                status = response.status
-                answer = response.read(MAX_ANSWER_BYTES)
+            status, answer = self._client.call("POST", self.url, body)
         except urllib.error.HTTPError as error:
-            detail = _detail(error.read(MAX_ANSWER_BYTES))
+            detail = error_field(error.read(MAX_ANSWER_BYTES))
             error.close()
             suffix = f": {detail}" if detail else ""
             raise NotRecorded(self._scrub(f"the ledger refused ({error.code}){suffix}")) from None
@@ -185,13 +206,14 @@ class HttpRecorder:
         return reason.replace(self._token, "[token]")[:MAX_REASON_CHARS]
 
 
-def _detail(body: bytes) -> str:
-    """The ``detail`` of a JSON error body, shortened; empty when there is none."""
+def error_field(body: bytes, key: str = "detail") -> str:
+    """Field ``key`` of a JSON error body, on one line and shortened; empty when there is
+    none."""
     try:
         data = json.loads(body)
     except ValueError:
         return ""
-    detail = data.get("detail") if isinstance(data, dict) else None
+    detail = data.get(key) if isinstance(data, dict) else None
     if detail is None:
         return ""
     text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False)

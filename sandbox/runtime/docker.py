@@ -11,7 +11,9 @@ run`` — is a container of its own made from the sandbox image, labelled
   ``pids`` processes, ``cpus`` CPUs; the kernel is the first the OOM killer picks, the
   server the last;
 - the grant's views bind-mounted read-only at ``/data``, the workspace volume at
-  ``/home/jovyan`` (the working directory), the sockets volume at ``/run/sbx``;
+  ``/home/jovyan`` (the working directory); the server gets the sockets volume at
+  ``/run/sbx``, a kernel only its own folder of it (``kernels/<id>``, a volume subpath:
+  Docker Engine 26 or later), and a batch command none of it;
 - an environment made by :func:`sandbox.runtime.bwrap.sandbox_env`, nothing from the host.
 
 Networks. A kernel (applicant code) has no network at all (``network_mode="none"``). A
@@ -20,11 +22,17 @@ sandbox) and the hub's network, so the hub and its proxy reach it and it reaches
 API. No sandbox container is ever on Docker's default bridge. The hub's network should
 itself be ``internal`` (``deploy/compose.yaml``), leaving servers no way out either.
 
+Views. The engine binds the grant's views folder by its host path (so the hub sees the
+data directory at the host's path). The containers run as the applicant's uid and the
+grant's gid, so :meth:`DockerRuntime.prepare` lets the grant's group read the views
+(``g+rX``, nothing for others, the owner unchanged) as the bubblewrap runtime does.
+
 Volumes. The workspace ``sbx-ws-<name>`` survives :meth:`DockerRuntime.release` (and
 restarts); :meth:`DockerRuntime.remove_workspace` deletes it when the grant ends. The
 sockets volume ``sbx-run-<name>`` lives as long as the sandbox runs. :meth:`prepare` gives
-both to the sandbox's uid with a one-off ``setup`` container (root with ``CAP_CHOWN``
-only, no network) because a new volume belongs to root.
+both to the sandbox's uid, and the views to the grant's group, with a one-off ``setup``
+container (root with ``CAP_CHOWN`` and ``CAP_FOWNER`` only, no network, a fixed command)
+because a new volume belongs to root and the views to the platform.
 
 Workspace size. Docker's per-container ``storage_opt size`` only works on some storage
 drivers and covers the container's writable layer, not its volumes, so the size goes to
@@ -46,8 +54,8 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 import docker
 import requests
@@ -55,10 +63,12 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig, Mount
 
 from sandbox.runtime.bwrap import KERNEL_OOM_SCORE, SERVER_OOM_SCORE, Profile, sandbox_env
-from sandbox.runtime.spec import DATA, HOME, RUN, SandboxError, SandboxSpec
+from sandbox.runtime.spec import DATA, HOME, KERNEL_ID, RUN, SandboxError, SandboxSpec
 
 SANDBOX_LABEL = "sbx.sandbox"
 PROFILE_LABEL = "sbx.profile"
+KERNEL_LABEL = "sbx.kernel"  # the Jupyter kernel id a kernel container runs
+KERNELS = "kernels"  # the folder of the sockets volume that holds one folder per kernel
 SETUP = "setup"  # the profile label of the one-off container that owns the volumes
 SETUP_SECONDS = 120
 STOP_SECONDS = 10
@@ -76,6 +86,16 @@ def workspace_volume(spec: SandboxSpec) -> str:
 
 def run_volume(spec: SandboxSpec) -> str:
     return f"sbx-run-{spec.name}"
+
+
+# The setup step's one command: the volumes to the sandbox's uid, the views readable by
+# the grant's group and nobody else (the owner keeps them; nothing becomes writable).
+SETUP_SCRIPT = 'chown "$1" "$2" "$3" && chgrp -R "$4" "$5" && chmod -R g+rX,g-w,o-rwx "$5"'
+
+
+def setup_command(spec: SandboxSpec) -> list[str]:
+    owner = f"{spec.uid}:{spec.gid}"
+    return ["sh", "-c", SETUP_SCRIPT, "setup", owner, HOME, RUN, str(spec.gid), DATA]
 
 
 def explain(error: APIError) -> str:
@@ -168,6 +188,14 @@ class DockerProcess:
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
+    def copy_output(self, out: BinaryIO) -> None:
+        """Copy what the container prints (its output and errors, as they come) to
+        ``out`` until it stops: what a batch command's caller sees."""
+        with engine_errors("read a sandbox container's output", self._image):
+            for chunk in self.container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                out.write(chunk)
+                out.flush()
+
     def address(self, network: str | None = None) -> str:
         """The container's IP address on ``network``: by default the hub's network, where
         the hub and its proxy reach a server. Kernels have none."""
@@ -247,13 +275,25 @@ class DockerRuntime:
         *,
         profile: Profile = Profile.KERNEL,
         env: Mapping[str, str] | None = None,
+        kernel: str | None = None,
+        workdir: str = HOME,
     ) -> dict[str, Any]:
         """Everything the engine is told about one sandboxed process, as the keyword
         arguments of ``containers.create`` (the networks beyond the first are joined
-        after creation)."""
+        after creation). ``kernel`` names the Jupyter kernel a kernel container runs: it
+        sees only that kernel's folder of the sockets volume."""
         if not argv:
             raise SandboxError("no command to run in the sandbox")
+        if kernel is not None and (profile is not Profile.KERNEL or not KERNEL_ID.match(kernel)):
+            raise SandboxError(f"kernel id {kernel!r} is not a plain name of a kernel container")
+        if workdir != HOME and not PurePosixPath(workdir).is_relative_to(HOME):
+            raise SandboxError(f"the working directory {workdir!r} is not in the workspace")
+        if ".." in PurePosixPath(workdir).parts:
+            raise SandboxError(f"the working directory {workdir!r} climbs out of the workspace")
         limits = spec.limits
+        labels = {SANDBOX_LABEL: spec.name, PROFILE_LABEL: str(profile)}
+        if kernel is not None:
+            labels[KERNEL_LABEL] = kernel
         config: dict[str, Any] = {
             "image": self.image,
             "command": list(argv),
@@ -271,10 +311,10 @@ class DockerRuntime:
             "pids_limit": limits.pids,
             "nano_cpus": int(limits.cpus * 1e9),
             "oom_score_adj": KERNEL_OOM_SCORE if profile is Profile.KERNEL else SERVER_OOM_SCORE,
-            "mounts": self._mounts(spec),
-            "working_dir": HOME,
+            "mounts": self._mounts(spec, profile, kernel),
+            "working_dir": workdir,
             "environment": sandbox_env(dataclasses.replace(spec, python=self.python), env),
-            "labels": {SANDBOX_LABEL: spec.name, PROFILE_LABEL: str(profile)},
+            "labels": labels,
             "log_config": LogConfig(type=LogConfig.types.JSON, config=LOGS),
         }
         if profile is Profile.KERNEL:
@@ -290,9 +330,13 @@ class DockerRuntime:
         *,
         profile: Profile = Profile.KERNEL,
         env: Mapping[str, str] | None = None,
+        kernel: str | None = None,
+        workdir: str = HOME,
     ) -> DockerProcess:
         """Start ``argv`` in a new container of a sandbox prepared by :meth:`prepare`."""
-        config = self.container_config(spec, argv, profile=profile, env=env)
+        config = self.container_config(
+            spec, argv, profile=profile, env=env, kernel=kernel, workdir=workdir
+        )
         networks: list[str] = []
         hub: Any = None
         with engine_errors(f"start a {profile} in sandbox {spec.name}", self.image):
@@ -318,6 +362,27 @@ class DockerRuntime:
                 raise
         return DockerProcess(container, argv, profile, networks, self.image)
 
+    def kernels(self, spec: SandboxSpec) -> dict[str, DockerProcess]:
+        """The sandbox's kernel containers that have not been removed, by kernel id."""
+        with engine_errors(f"list the kernels of sandbox {spec.name}", self.image):
+            found = self.client.containers.list(
+                all=True,
+                filters={"label": [f"{SANDBOX_LABEL}={spec.name}", f"{PROFILE_LABEL}=kernel"]},
+            )
+        kernels = {}
+        for container in found:
+            kernel = (container.labels or {}).get(KERNEL_LABEL)
+            if kernel and (container.labels or {}).get(SANDBOX_LABEL) == spec.name:
+                kernels[kernel] = DockerProcess(container, [], Profile.KERNEL, [], self.image)
+        return kernels
+
+    def remove(self, process: DockerProcess) -> None:
+        """Stop (if need be) and remove one container of a sandbox (idempotent)."""
+        with engine_errors("remove a sandbox container", self.image), contextlib.suppress(NotFound):
+            process.container.remove(force=True)
+        if process.returncode is None:
+            process.returncode = -int(signal.SIGKILL)
+
     def release(self, spec: SandboxSpec) -> None:
         """Stop and remove every container of the sandbox, its network and its sockets,
         keeping the workspace (idempotent)."""
@@ -336,12 +401,20 @@ class DockerRuntime:
         with engine_errors(f"remove the workspace of sandbox {spec.name}", self.image):
             self._remove_volume(workspace_volume(spec))
 
-    def _mounts(self, spec: SandboxSpec) -> list[Any]:
-        return [
+    def _mounts(
+        self, spec: SandboxSpec, profile: Profile = Profile.SERVER, kernel: str | None = None
+    ) -> list[Any]:
+        mounts = [
             Mount(DATA, str(spec.views), type="bind", read_only=True),
             Mount(HOME, workspace_volume(spec), type="volume"),
-            Mount(RUN, run_volume(spec), type="volume"),
         ]
+        if profile is Profile.SERVER:
+            mounts.append(Mount(RUN, run_volume(spec), type="volume"))
+        elif kernel is not None:
+            mounts.append(
+                Mount(RUN, run_volume(spec), type="volume", subpath=f"{KERNELS}/{kernel}")
+            )
+        return mounts
 
     @staticmethod
     def _get(collection: Any, name: str) -> Any:
@@ -392,19 +465,21 @@ class DockerRuntime:
             raise SandboxError(f"{kind} {name} exists but does not belong to sandbox {spec.name}")
 
     def _own_volumes(self, spec: SandboxSpec) -> None:
-        """Give the workspace and the sockets to the sandbox's uid, in a container that may
-        do nothing else."""
+        """Give the workspace and the sockets to the sandbox's uid and let the grant's
+        group read the views, in a container that may do nothing else (the only one that
+        sees the views writable; no applicant code runs in it)."""
+        views, *volumes = self._mounts(spec)
         container = self.client.containers.create(
             image=self.image,
-            command=["chown", f"{spec.uid}:{spec.gid}", HOME, RUN],
+            command=setup_command(spec),
             name=f"sbx-{spec.name}-{SETUP}-{secrets.token_hex(3)}",
             user="0:0",
             cap_drop=["ALL"],
-            cap_add=["CHOWN"],
+            cap_add=["CHOWN", "FOWNER"],
             security_opt=["no-new-privileges"],
             read_only=True,
             network_mode="none",
-            mounts=self._mounts(spec)[1:],
+            mounts=[Mount(DATA, views["Source"], type="bind"), *volumes],
             labels={SANDBOX_LABEL: spec.name, PROFILE_LABEL: SETUP},
         )
         try:
@@ -413,7 +488,10 @@ class DockerRuntime:
         finally:
             container.remove(force=True)
         if code != 0:
-            raise SandboxError(f"could not give the volumes of {spec.name} to uid {spec.uid}")
+            raise SandboxError(
+                f"could not give the volumes of {spec.name} to uid {spec.uid} and its views "
+                f"to gid {spec.gid}"
+            )
 
     def _remove_containers(self, spec: SandboxSpec) -> None:
         found = self.client.containers.list(

@@ -28,6 +28,7 @@ HOME = "/home/jovyan"
 RUN = "/run/sbx"
 USERNAME = "jovyan"
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+KERNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")  # a Jupyter kernel's id
 MIB = 1 << 20
 
 

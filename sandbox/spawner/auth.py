@@ -20,6 +20,7 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from traitlets import Bool, Unicode, default
 
+from sandbox.spawner.kernels import ROUTES as KERNEL_ROUTES
 from sandbox.spawner.ticket import TicketRefused, verify_ticket
 
 
@@ -70,7 +71,9 @@ class GatewayAuthenticator(Authenticator):  # type: ignore[misc]
         return str(url_path_join(base_url, "sbx-login"))
 
     def get_handlers(self, app: Any) -> list[tuple[str, type]]:
-        return [("/sbx-login", TicketLoginHandler)]
+        """The hub's routes of sbx: sign-on, and the kernels of Docker sandboxes (their
+        servers ask the hub, which alone holds the engine, to start them)."""
+        return [("/sbx-login", TicketLoginHandler), *KERNEL_ROUTES]
 
     async def authenticate(self, handler: Any, data: dict[str, str]) -> dict[str, Any] | None:
         ticket = data.get("ticket", "")

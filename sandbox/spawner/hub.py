@@ -50,6 +50,10 @@ class HubOptions:
     state_dir: Path
     check_interval: float = 3.0
     idle_timeout: int = 3600
+    runtime: str = "bwrap"
+    docker_image: str = "sbx-sandbox:latest"
+    docker_network: str = "sbx-hub"
+    docker_port: int = 8888
     proxy: Path = PROXY
     services: tuple[HubService, ...] = ()
 
@@ -100,6 +104,10 @@ def hub_config(options: HubOptions) -> dict[str, Any]:
             "state_dir": str(options.state_dir),
             "check_interval": options.check_interval,
             "idle_timeout": options.idle_timeout,
+            "runtime": options.runtime,
+            "docker_image": options.docker_image,
+            "docker_network": options.docker_network,
+            "docker_port": options.docker_port,
         },
         "GatewayAuthenticator": {
             "sso_secret_file": str(options.sso_secret_file),
