@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -204,8 +205,9 @@ def sbx(data: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProc
 
 
 def start_gateway(data: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``sbx serve --no-hub`` on ``port``, quiet (its logs are not read)."""
-    return subprocess.Popen(  # noqa: S603 - our own CLI
+    """``sbx serve --no-hub`` on ``port``, quiet (its logs are not read), once it answers:
+    a hub started earlier would refuse its first spawns."""
+    gateway = subprocess.Popen(  # noqa: S603 - our own CLI
         [
             sys.executable,
             "-c",
@@ -220,6 +222,19 @@ def start_gateway(data: Path, port: int, env: dict[str, str]) -> subprocess.Pope
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 60
+    while True:
+        if gateway.poll() is not None:
+            raise RuntimeError(f"the gateway exited with status {gateway.returncode}")
+        try:
+            health = f"http://127.0.0.1:{port}/api/v1/health"
+            with urllib.request.urlopen(health, timeout=2):  # noqa: S310 - our own
+                return gateway
+        except OSError:
+            if time.monotonic() > deadline:
+                gateway.kill()
+                raise RuntimeError("the gateway did not answer within 60 s") from None
+            time.sleep(0.1)
 
 
 def free_port() -> int:

@@ -37,7 +37,7 @@ from gateway.settings import load_settings
 from sandbox.spawner.hub import HubService, start_hub, stop_hub, wait_for_hub
 from tests.docker_engine import Container, RunningEngine
 from tests.integration.test_sandbox_hub import APPLICANT, GRANT, Platform, _detail
-from tests.integration.test_serve import REPO_ROOT, wait_for_health
+from tests.integration.test_serve import REPO_ROOT
 
 SCOPES = ("servers", "access:servers", "admin:users", "read:users")
 PYTHON = REPO_ROOT / ".venv-sandbox"
@@ -104,7 +104,6 @@ def docker_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker
     stage = Path(tempfile.mkdtemp(prefix="sbx-stage-", dir="/tmp"))  # noqa: S108
     engine = RunningEngine(PYTHON)
     network = f"sbx-hub-{secrets.token_hex(3)}"
-    docker.DockerClient(base_url=engine.url).networks.create(network, internal=True)
     gateway_port, hub_port, api_port = free_port(), free_port(), free_port()
     env = {
         "SBX_SANDBOX__HUB_URL": f"http://127.0.0.1:{hub_port}",
@@ -116,13 +115,13 @@ def docker_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker
         "SBX_SANDBOX__UID_BASE": "260000",  # ids of their own on this host
         "SBX_SANDBOX__GID_BASE": "270000",
     }
-    shell = {**os.environ, "SBX_DATA_DIR": str(data), **env}
-    sbx(data, "demo", "--no-serve", env=env)
-    accounts = {a["username"]: a for a in json.loads((data / "demo-accounts.json").read_text())}
-    gateway = start_gateway(data, gateway_port, env)
-    hub_process = None
+    shell = {**os.environ, "SBX_DATA_DIR": str(data), **env, "DOCKER_HOST": engine.url}
+    gateway = hub_process = None
     try:
-        wait_for_health(gateway_port, gateway)
+        docker.DockerClient(base_url=engine.url).networks.create(network, internal=True)
+        sbx(data, "demo", "--no-serve", env=env)
+        accounts = {a["username"]: a for a in json.loads((data / "demo-accounts.json").read_text())}
+        gateway = start_gateway(data, gateway_port, env)
         sandbox = {k.removeprefix("SBX_SANDBOX__").lower(): v for k, v in env.items()}
         settings = load_settings(data_dir=data, sandbox=sandbox)
         token = secrets.token_hex(32)
@@ -144,13 +143,13 @@ def docker_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker
             accounts,
         )
         hub = Hub("docker", options.public_url.rstrip("/"), options.api_url, token, "sbx")
-        shell["DOCKER_HOST"] = engine.url
         yield DockerPlatform(platform, engine, hub, network, shell)
     finally:
         if hub_process is not None:
             stop_hub(hub_process)
-        gateway.send_signal(signal.SIGINT)
-        gateway.wait(30)
+        if gateway is not None:
+            gateway.send_signal(signal.SIGINT)
+            gateway.wait(30)
         engine.close()
         shutil.rmtree(stage, ignore_errors=True)
     log = (data / "hub" / "jupyterhub.log").read_text(errors="replace")
