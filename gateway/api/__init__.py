@@ -22,7 +22,10 @@ from gateway import web
 from gateway.api import context
 from gateway.api.deps import Services, document_sign_in
 from gateway.api.limits import BodyLimit
-from gateway.api.routes import catalog, health, me, organizations, sandbox, users
+from gateway.api.routes import applications, catalog, health, me, organizations, sandbox, users
+from gateway.applications.attachments import AttachmentRefused, AttachmentStore
+from gateway.applications.service import ApplicationService, NotQualified
+from gateway.applications.workflow import WorkflowError
 from gateway.authz import Authorizer, Denied
 from gateway.catalog.quality import UploadRejected
 from gateway.catalog.service import CatalogService
@@ -91,6 +94,7 @@ def open_services(settings: Settings) -> Services:
         web=settings.web,
         catalog=catalog,
         sandboxes=open_sandboxes(settings, identity),
+        applications=open_applications(settings, catalog),
     )
 
 
@@ -107,6 +111,20 @@ def open_catalog(settings: Settings, identity: IdentityService) -> CatalogServic
         calendar=WorkCalendar.from_file(settings.policies_dir / "calendar.toml"),
         scratch=settings.data_dir / "catalog",
         clock=identity.clock,
+    )
+
+
+def open_applications(settings: Settings, catalog: CatalogService) -> ApplicationService:
+    """Applications over the catalog's database, write queue, policy, treatments and
+    working-day calendar; their documents in the data directory."""
+    return ApplicationService(
+        catalog.sessions,
+        catalog.writes,
+        catalog.authorizer,
+        treatments=catalog.treatments,
+        calendar=catalog.calendar,
+        attachments=AttachmentStore(settings.data_dir / "attachments"),
+        clock=lambda: catalog.clock(),
     )
 
 
@@ -156,6 +174,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         organizations.router,
         users.router,
         catalog.router,
+        applications.router,
         sandbox.router,
         sandbox.grants,
     ):
@@ -190,6 +209,21 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     @app.exception_handler(CodeTooLarge)
     async def too_large(_: Request, exc: CodeTooLarge) -> JSONResponse:
         return problem(status.HTTP_413_CONTENT_TOO_LARGE, str(exc))
+
+    @app.exception_handler(NotQualified)
+    async def not_qualified(_: Request, exc: NotQualified) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc), "reasons": list(exc.reasons)},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+
+    @app.exception_handler(WorkflowError)
+    async def not_now(_: Request, exc: WorkflowError) -> JSONResponse:
+        return problem(status.HTTP_409_CONFLICT, str(exc))
+
+    @app.exception_handler(AttachmentRefused)
+    async def not_a_document(_: Request, exc: AttachmentRefused) -> JSONResponse:
+        return problem(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
 
     @app.exception_handler(IdentityError)
     async def refused(_: Request, exc: IdentityError) -> JSONResponse:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from audit import Ledger
+from gateway.applications.service import ApplicationService
 from gateway.authz import Authorizer
 from gateway.catalog.service import CatalogService
 from gateway.db.writes import WriteQueue
@@ -44,6 +45,7 @@ class Services:
     web: WebSettings = field(default_factory=WebSettings)
     catalog: CatalogService | None = None
     sandboxes: SandboxService | None = None
+    applications: ApplicationService | None = None
     browser_sessions: SessionService = field(init=False)
 
     def __post_init__(self) -> None:

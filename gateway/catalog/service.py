@@ -72,6 +72,7 @@ from gateway.identity.model import (
     _paged,
     _plausible,
     clean_text,
+    validation_problems,
 )
 from gateway.workdays import WorkCalendar
 from sandbox.vault import Vault
@@ -279,11 +280,7 @@ class CatalogService:
         try:
             entry = data if isinstance(data, CatalogEntry) else CatalogEntry.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, error['loc'])) or 'entry'}: {error['msg']}"
-                for error in exc.errors()
-            )
-            raise CatalogError(problems) from None
+            raise CatalogError(validation_problems(exc, "entry")) from None
         if entry.level not in self.treatments.levels:
             raise CatalogError(f"there is no security level {entry.level!r}")
         return entry
@@ -733,15 +730,7 @@ class CatalogService:
         return self.writes.run(apply)
 
     def _in_force(self, session: Session, dataset: Dataset) -> CatalogEntry:
-        row = session.scalar(
-            select(CatalogRevision).where(
-                CatalogRevision.dataset_id == dataset.id,
-                CatalogRevision.number == dataset.published_revision,
-            )
-        )
-        if row is None:
-            raise Conflict("the dataset's entry has not been approved yet")
-        return CatalogEntry.model_validate_json(row.entry)
+        return entry_in_force(session, dataset)
 
     # ------------------------------------------------------------------ objections
     def object(
@@ -848,6 +837,19 @@ class CatalogService:
             return ObjectionSnapshot.of(objection, today)
 
         return self.writes.run(apply)
+
+
+def entry_in_force(session: Session, dataset: Dataset) -> CatalogEntry:
+    """The dataset's entry as last approved; :class:`Conflict` if none has been yet."""
+    row = session.scalar(
+        select(CatalogRevision).where(
+            CatalogRevision.dataset_id == dataset.id,
+            CatalogRevision.number == dataset.published_revision,
+        )
+    )
+    if row is None:
+        raise Conflict("the dataset's entry has not been approved yet")
+    return CatalogEntry.model_validate_json(row.entry)
 
 
 def _digest(entry: CatalogEntry) -> str:

@@ -394,3 +394,101 @@ class SandboxSession(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     end_reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class ApplicationStatus(enum.StrEnum):
+    """Where an application is (:mod:`gateway.applications.workflow`)."""
+
+    DRAFT = "draft"
+    FORMAL = "formal"
+    CONSENT = "consent"
+    REVIEW = "review"
+    APPROVAL = "approval"
+    APPROVED = "approved"
+    REFUSED = "refused"
+    WITHDRAWN = "withdrawn"
+
+
+class Application(Base):
+    """An application unit's request to use datasets for a purpose (R9). ``form`` is the
+    :class:`~gateway.applications.form.ApplicationForm` as JSON; ``round`` counts the
+    submissions (a refused application may be amended and submitted again). ``due_on``
+    is the deadline of the queue it waits in, in Chinese working days."""
+
+    __tablename__ = "applications"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    created_by: Mapped[str] = mapped_column(String(40))
+    title: Mapped[str] = mapped_column(String(200))
+    form: Mapped[str] = mapped_column(Text)
+    status: Mapped[ApplicationStatus] = mapped_column(
+        _enum(ApplicationStatus, "application_status"), default=ApplicationStatus.DRAFT, index=True
+    )
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    stage_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    due_on: Mapped[date | None] = mapped_column(Date)
+    provisional: Mapped[bool] = mapped_column(Boolean, default=False)
+    opinion_by: Mapped[str | None] = mapped_column(String(40))  # this round's reviewer
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(40))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class ApplicationEvent(Base):
+    """One step on an application (submit, check, consent, opinion, decision, …), kept
+    for good: the application's history, shown to its parties and to regulators. Rows
+    are only ever added."""
+
+    __tablename__ = "application_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # in order
+    application_id: Mapped[str] = mapped_column(ForeignKey("applications.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    step: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    status: Mapped[ApplicationStatus] = mapped_column(
+        _enum(ApplicationStatus, "application_status")
+    )
+    dataset_id: Mapped[str | None] = mapped_column(String(32))  # a provider's consent
+    recommends: Mapped[bool | None] = mapped_column(Boolean)
+    text: Mapped[str | None] = mapped_column(Text)  # an opinion, or a decision's note
+    reasons: Mapped[str | None] = mapped_column(Text)  # JSON list: why it was refused
+    risk: Mapped[str | None] = mapped_column(Text)  # JSON: the reviewer's risk assessment
+    due_on: Mapped[date | None] = mapped_column(Date)  # the deadline of the stage it closed
+    on_time: Mapped[bool | None] = mapped_column(Boolean)
+
+
+class ApplicationAttachment(Base):
+    """A document attached to an application (the security commitment letter). The
+    content is kept in ``<data_dir>/attachments/<sha256>``, read-only."""
+
+    __tablename__ = "application_attachments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    application_id: Mapped[str] = mapped_column(ForeignKey("applications.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200))
+    media_type: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    uploaded_by: Mapped[str] = mapped_column(String(40))
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class ApplicationDataset(Base):
+    """A dataset an application asks for, with its provider: the providers' queues and
+    the consents a round needs are read from here. Rewritten while the application is a
+    draft."""
+
+    __tablename__ = "application_datasets"
+
+    application_id: Mapped[str] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True
+    )
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    conditional: Mapped[bool] = mapped_column(Boolean, default=False)

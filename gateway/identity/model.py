@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import pyotp
+from pydantic import ValidationError
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
@@ -227,6 +228,14 @@ def clean_text(value: str, what: str, max_length: int, *, empty: bool = False) -
     if any(unicodedata.category(char) in ("Cc", "Cs") for char in text):
         raise IdentityError(f"{what} may not contain control characters")
     return text
+
+
+def validation_problems(exc: ValidationError, whole: str) -> str:
+    """A model's validation errors on one line, each with where it is (``whole`` when it
+    concerns the whole model)."""
+    return "; ".join(
+        f"{'.'.join(map(str, error['loc'])) or whole}: {error['msg']}" for error in exc.errors()
+    )
 
 
 def _check_page(offset: int, limit: int) -> None:

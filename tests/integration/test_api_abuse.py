@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from audit import Ledger
 from audit.entry import parse
-from gateway.api import context, create_app, open_catalog
+from gateway.api import context, create_app, open_applications, open_catalog
 from gateway.api.deps import Services
 from gateway.authz import Authorizer
 from gateway.db import make_engine, migrate, session_factory
@@ -49,12 +49,14 @@ class Gateway:
             lockout=LockoutPolicy(max_failures=3, lock_for=timedelta(minutes=15)),
             clock=self.clock,
         )
+        catalog = open_catalog(settings, self.identity)
         self.services = Services(
             sessions=sessions,
             ledger=self.ledger,
             authorizer=self.identity.authorizer,
             identity=self.identity,
-            catalog=open_catalog(settings, self.identity),
+            catalog=catalog,
+            applications=open_applications(settings, catalog),
         )
         made = self.identity.bootstrap_admin(operator_name="运营", credit_code=credit_code(1))
         assert made is not None

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from audit.entry import parse
 from gateway.api import create_app, open_services
 from gateway.api.deps import Services
+from gateway.authz import Actor
 from gateway.db.models import OrganizationType
 from gateway.settings import load_settings
 from sandbox.identifiers.credit_code import check_character as code_check
@@ -46,6 +47,18 @@ class Platform:
     services: Services
     tokens: dict[str, str]  # role -> bearer token
     organizations: dict[str, str]
+    admin: Actor
+
+    def user(self, name: str, organization: str, *roles: str) -> None:
+        """One more user, whose token is ``tokens[name]``."""
+        account, _ = self.services.identity.create_user(
+            self.admin,
+            organization_id=self.organizations[organization],
+            username=name,
+            display_name=name,
+            roles=roles,
+        )
+        self.tokens[name] = self.services.identity.issue_token(account.actor(), name="tests")[1]
 
     def call(self, role: str, method: str, path: str, **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {self.tokens[role]}", **kwargs.pop("headers", {})}
@@ -91,7 +104,7 @@ def platform(database_url: str, tmp_path: Path) -> Iterator[Platform]:
         )
         tokens[role] = identity.issue_token(account.actor(), name="tests")[1]
     with TestClient(create_app(settings, services)) as client:
-        yield Platform(client, services, tokens, organizations)
+        yield Platform(client, services, tokens, organizations, admin)
     services.close()
 
 

@@ -38,6 +38,10 @@ TABLES = {
     "grant_members",
     "sandbox_uids",
     "sandbox_sessions",
+    "applications",
+    "application_events",
+    "application_attachments",
+    "application_datasets",
     "alembic_version",
 }
 

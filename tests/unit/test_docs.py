@@ -28,3 +28,10 @@ def test_configuration_reference_is_current() -> None:
     committed = (REPO_ROOT / "docs" / "reference" / "configuration.md").read_text()
     assert reference_table() in committed, "docs/reference/configuration.md is stale: make docs"
     assert "`web.secure_cookies`" in reference_table()  # nested settings are listed
+
+
+def test_application_workflow_diagram_is_current() -> None:
+    from gateway.applications.workflow import mermaid
+
+    committed = (REPO_ROOT / "docs" / "explanation" / "applications.md").read_text()
+    assert f"```mermaid\n{mermaid()}\n```" in committed, "the workflow diagram is stale: make docs"

@@ -44,6 +44,13 @@ def catalog_of(found: ServicesDep) -> CatalogService:
 
 
 Catalog = Annotated[CatalogService, Depends(catalog_of)]
+# A request whose body is a file's bytes, streamed: documented here, read by the route.
+BINARY_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 RevisionNumber = Annotated[int, Path(ge=1, le=1_000_000, description="a revision's number")]
 
 
@@ -292,14 +299,7 @@ def list_versions(
 @router.post(
     "/datasets/{dataset_id}/versions",
     status_code=status.HTTP_201_CREATED,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-        }
-    },
+    openapi_extra=BINARY_BODY,
 )
 async def upload_version(
     dataset_id: Identifier,
