@@ -106,3 +106,26 @@ def keychain_from_files(
     for record in introduced_chain(folder, size, read_entry):
         chain.add(record)
     return chain
+
+
+def load_or_create_private(
+    path: Path, on_create: Callable[[Ed25519PrivateKey], None]
+) -> Ed25519PrivateKey:
+    """The Ed25519 key kept at ``path`` (PKCS#8, 0600), made on first use: ``on_create``
+    is told of a new key (to publish its public half) before the key is written, so no
+    key is ever used whose publication failed."""
+    if path.exists():
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise KeyringError(f"{path} is not an Ed25519 key")
+        return loaded
+    private = Ed25519PrivateKey.generate()
+    on_create(private)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_atomic(path, pem, mode=0o600)
+    return private

@@ -19,10 +19,23 @@ from fastapi.responses import JSONResponse
 
 from audit import Ledger, LedgerError
 from gateway import web
+from gateway.agreements.keys import OrganizationKeys
+from gateway.agreements.pdf import PdfError
+from gateway.agreements.service import AgreementService
+from gateway.agreements.terms import load_terms
 from gateway.api import context
 from gateway.api.deps import Services, document_sign_in
 from gateway.api.limits import BodyLimit
-from gateway.api.routes import applications, catalog, health, me, organizations, sandbox, users
+from gateway.api.routes import (
+    agreements,
+    applications,
+    catalog,
+    health,
+    me,
+    organizations,
+    sandbox,
+    users,
+)
 from gateway.applications.attachments import AttachmentRefused, AttachmentStore
 from gateway.applications.service import ApplicationService, NotQualified
 from gateway.applications.workflow import WorkflowError
@@ -86,6 +99,7 @@ def open_services(settings: Settings) -> Services:
     authorizer = Authorizer(settings.policies_dir, writes.record)
     identity = IdentityService(sessions, authorizer, writes.record, writes=writes)
     catalog = open_catalog(settings, identity)
+    applying = open_applications(settings, catalog)
     return Services(
         sessions=sessions,
         ledger=ledger,
@@ -94,7 +108,8 @@ def open_services(settings: Settings) -> Services:
         web=settings.web,
         catalog=catalog,
         sandboxes=open_sandboxes(settings, identity),
-        applications=open_applications(settings, catalog),
+        applications=applying,
+        agreements=open_agreements(settings, applying),
     )
 
 
@@ -125,6 +140,20 @@ def open_applications(settings: Settings, catalog: CatalogService) -> Applicatio
         calendar=catalog.calendar,
         attachments=AttachmentStore(settings.data_dir / "attachments"),
         clock=lambda: catalog.clock(),
+    )
+
+
+def open_agreements(settings: Settings, applications: ApplicationService) -> AgreementService:
+    """Agreements over the applications' database, write queue and policy; the
+    organizations' keys in the data directory, the standing terms from the policies."""
+    return AgreementService(
+        applications.sessions,
+        applications.writes,
+        applications.authorizer,
+        applications=applications,
+        keys=OrganizationKeys(settings.data_dir / "keys" / "organizations", applications.record),
+        terms=load_terms(settings.policies_dir / "agreement.yaml"),
+        clock=lambda: applications.clock(),
     )
 
 
@@ -175,6 +204,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         users.router,
         catalog.router,
         applications.router,
+        agreements.router,
         sandbox.router,
         sandbox.grants,
     ):
@@ -220,6 +250,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     @app.exception_handler(WorkflowError)
     async def not_now(_: Request, exc: WorkflowError) -> JSONResponse:
         return problem(status.HTTP_409_CONFLICT, str(exc))
+
+    @app.exception_handler(PdfError)
+    async def no_pdf(_: Request, exc: PdfError) -> JSONResponse:
+        return problem(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc))
 
     @app.exception_handler(AttachmentRefused)
     async def not_a_document(_: Request, exc: AttachmentRefused) -> JSONResponse:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from audit import Ledger
+from gateway.agreements.service import AgreementService
 from gateway.applications.service import ApplicationService
 from gateway.authz import Authorizer
 from gateway.catalog.service import CatalogService
@@ -46,6 +47,7 @@ class Services:
     catalog: CatalogService | None = None
     sandboxes: SandboxService | None = None
     applications: ApplicationService | None = None
+    agreements: AgreementService | None = None
     browser_sessions: SessionService = field(init=False)
 
     def __post_init__(self) -> None:

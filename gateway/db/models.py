@@ -492,3 +492,51 @@ class ApplicationDataset(Base):
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
     provider_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
     conditional: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AgreementStatus(enum.StrEnum):
+    AWAITING = "awaiting"  # signatures
+    SIGNED = "signed"  # by both organizations
+
+
+class Agreement(Base):
+    """The operation agreement made from an approved application (R12): ``document`` is
+    its canonical JSON, ``sha256`` that text's digest; each party's signature, with the
+    key it was made with and who signed, once given."""
+
+    __tablename__ = "agreements"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    application_id: Mapped[str] = mapped_column(ForeignKey("applications.id"), unique=True)
+    applicant_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    operator_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    document: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[AgreementStatus] = mapped_column(
+        _enum(AgreementStatus, "agreement_status"), default=AgreementStatus.AWAITING
+    )
+    created_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    applicant_key_id: Mapped[str | None] = mapped_column(String(64))
+    applicant_public_key: Mapped[str | None] = mapped_column(String(64))
+    applicant_signature: Mapped[str | None] = mapped_column(String(128))
+    applicant_signed_by: Mapped[str | None] = mapped_column(String(40))
+    applicant_signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    operator_key_id: Mapped[str | None] = mapped_column(String(64))
+    operator_public_key: Mapped[str | None] = mapped_column(String(64))
+    operator_signature: Mapped[str | None] = mapped_column(String(128))
+    operator_signed_by: Mapped[str | None] = mapped_column(String(40))
+    operator_signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class OrganizationKey(Base):
+    """An organization's signing key as published in the ledger (``organization.key``):
+    added with that entry, so a key is used only once its publication is durable."""
+
+    __tablename__ = "organization_keys"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    public_key: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

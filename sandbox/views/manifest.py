@@ -24,10 +24,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from audit import canonical
+from audit.errors import KeyringError
+from audit.keystore import load_or_create_private
 from audit.signing import b64encode, check_signature, key_id_of, public_raw, sign
 from audit.store import write_atomic
 
@@ -65,28 +66,22 @@ def file_sha256(path: Path) -> str:
 class ManifestSigner:
     def __init__(self, folder: Path, record: Record, *, actor: str = "system:view-builder") -> None:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = folder / KEY_FILE
-        if path.exists():
-            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            if not isinstance(loaded, Ed25519PrivateKey):
-                raise ManifestError(f"{path} is not an Ed25519 key")
-            self._key = loaded
-        else:
-            self._key = Ed25519PrivateKey.generate()
-            pem = self._key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
+
+        def publish(private: Ed25519PrivateKey) -> None:
+            raw = public_raw(private.public_key())
             record(
                 {
                     "action": "view.key",
                     "actor": actor,
-                    "object": f"key:{key_id_of(public_raw(self._key.public_key()))}",
-                    "detail": {"public_key": b64encode(public_raw(self._key.public_key()))},
+                    "object": f"key:{key_id_of(raw)}",
+                    "detail": {"public_key": b64encode(raw)},
                 }
             )
-            write_atomic(path, pem, mode=0o600)
+
+        try:
+            self._key = load_or_create_private(folder / KEY_FILE, publish)
+        except KeyringError as exc:
+            raise ManifestError(str(exc)) from None
         self.public_key: Ed25519PublicKey = self._key.public_key()
         self.key_id = key_id_of(public_raw(self.public_key))
 

@@ -343,3 +343,18 @@ def test_others_do_not_see_an_application_and_steps_wait_their_turn(
         "applicant", "POST", "/applications", json=form(dataset, ends_on="2026-10-01")
     )
     assert bad.status_code == 422
+
+
+def approved(platform: Platform, dataset_id: str) -> str:
+    """An application taken through every queue to its approval; its id."""
+    application = submitted(platform, dataset_id)
+    steps = (
+        ("reviewer", "check", {"complete": True}),
+        ("provider_steward", f"consents/{dataset_id}", {"consents": True}),
+        ("reviewer", "review", {"recommends": True, "opinion": "同意", "risk": RISK}),
+        ("approver", "decision", {"approve": True}),
+    )
+    for who, step, body in steps:
+        done = platform.call(who, "POST", f"/applications/{application}/{step}", json=body)
+        assert done.status_code == 200, done.text
+    return application

@@ -42,6 +42,8 @@ TABLES = {
     "application_events",
     "application_attachments",
     "application_datasets",
+    "agreements",
+    "organization_keys",
     "alembic_version",
 }
 
