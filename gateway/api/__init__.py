@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from audit import Ledger, LedgerError
 from gateway import web
+from gateway.agreements.grants import AgreementGrants
 from gateway.agreements.keys import OrganizationKeys
 from gateway.agreements.pdf import PdfError
 from gateway.agreements.service import AgreementService
@@ -58,6 +59,8 @@ from gateway.sandboxes.service import (
 from gateway.settings import Settings
 from gateway.workdays import WorkCalendar
 from sandbox.vault import Vault
+from sandbox.views.builder import ViewBuilder
+from sandbox.views.disclosure import load_disclosure
 from sandbox.views.treatments import load_treatments
 
 API_PREFIX = "/api/v1"
@@ -100,6 +103,8 @@ def open_services(settings: Settings) -> Services:
     identity = IdentityService(sessions, authorizer, writes.record, writes=writes)
     catalog = open_catalog(settings, identity)
     applying = open_applications(settings, catalog)
+    agreements = open_agreements(settings, applying)
+    sandboxes = open_sandboxes(settings, identity)
     return Services(
         sessions=sessions,
         ledger=ledger,
@@ -107,9 +112,10 @@ def open_services(settings: Settings) -> Services:
         identity=identity,
         web=settings.web,
         catalog=catalog,
-        sandboxes=open_sandboxes(settings, identity),
+        sandboxes=sandboxes,
         applications=applying,
-        agreements=open_agreements(settings, applying),
+        agreements=agreements,
+        agreement_grants=open_agreement_grants(settings, catalog, agreements, sandboxes),
     )
 
 
@@ -154,6 +160,34 @@ def open_agreements(settings: Settings, applications: ApplicationService) -> Agr
         keys=OrganizationKeys(settings.data_dir / "keys" / "organizations", applications.record),
         terms=load_terms(settings.policies_dir / "agreement.yaml"),
         clock=lambda: applications.clock(),
+    )
+
+
+def open_agreement_grants(
+    settings: Settings,
+    catalog: CatalogService,
+    agreements: AgreementService,
+    sandboxes: SandboxService,
+) -> AgreementGrants:
+    """Grants from signed agreements: the view builder over the vault, made when a grant
+    is (it alone reads the vault), the views in the data directory."""
+
+    def builder() -> ViewBuilder:
+        return ViewBuilder(
+            settings.data_dir / "builder",
+            settings.data_dir / "vault",
+            catalog.treatments,
+            load_disclosure(settings.policies_dir / "disclosure.yaml"),
+            catalog.writes.record,
+        )
+
+    return AgreementGrants(
+        agreements,
+        sandboxes,
+        catalog,
+        builder,
+        settings.data_dir / "views",
+        catalog.authorizer,
     )
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from audit import Ledger
+from gateway.agreements.grants import AgreementGrants
 from gateway.agreements.service import AgreementService
 from gateway.applications.service import ApplicationService
 from gateway.authz import Authorizer
@@ -48,6 +49,7 @@ class Services:
     sandboxes: SandboxService | None = None
     applications: ApplicationService | None = None
     agreements: AgreementService | None = None
+    agreement_grants: AgreementGrants | None = None
     browser_sessions: SessionService = field(init=False)
 
     def __post_init__(self) -> None:

@@ -359,6 +359,8 @@ class Grant(Base):
     suspended_by: Mapped[str | None] = mapped_column(String(40))
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     suspended_reason: Mapped[str | None] = mapped_column(String(500))
+    # the signed agreement it was made from (None: made by hand for one signed elsewhere)
+    agreement_id: Mapped[str | None] = mapped_column(String(32), index=True)
 
 
 class GrantMember(Base):

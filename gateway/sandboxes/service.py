@@ -173,6 +173,7 @@ class GrantSnapshot:
     suspended_by: str | None
     suspended_at: datetime | None
     suspended_reason: str | None
+    agreement_id: str | None = None  # the signed agreement it was made from
 
     def usable(self, now: datetime) -> bool:
         """Whether its members may open its sandbox at ``now``."""
@@ -277,6 +278,7 @@ class SandboxService:
             suspended_by=grant.suspended_by,
             suspended_at=grant.suspended_at,
             suspended_reason=grant.suspended_reason,
+            agreement_id=grant.agreement_id,
         )
 
     def _end_open_sessions(
@@ -323,10 +325,12 @@ class SandboxService:
         views: str,
         starts_at: datetime,
         ends_at: datetime,
+        agreement: tuple[str, str] | None = None,
     ) -> GrantSnapshot:
         """Grant ``members`` (user ids, applicants of ``organization_id``) a sandbox on
         the views in ``<data_dir>/views/<views>`` from ``starts_at`` until ``ends_at``.
-        The operator's manual path, for an agreement signed outside the platform."""
+        ``agreement`` is the signed agreement's id and SHA-256 it is made from; without
+        it, the operator's manual path, for an agreement signed outside the platform."""
         what = f"grant:{grant_id[:64]}"
         self._authorize(actor, "grant", "create", what)
         if not GRANT.match(grant_id):
@@ -376,6 +380,7 @@ class SandboxService:
                 gid=gid,
                 created_by=actor.user,
                 created_at=self.clock(),
+                agreement_id=agreement[0] if agreement else None,
             )
             session.add(grant)
             session.flush()
@@ -395,6 +400,11 @@ class SandboxService:
                         "starts_at": starts_at.isoformat(),
                         "ends_at": ends_at.isoformat(),
                         "gid": gid,
+                        **(
+                            {"agreement": agreement[0], "agreement_sha256": agreement[1]}
+                            if agreement
+                            else {}
+                        ),
                     },
                 )
             )

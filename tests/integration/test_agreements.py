@@ -5,6 +5,7 @@ the keys the ledger published."""
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 import json
 from typing import Any
 
@@ -113,3 +114,107 @@ def test_only_approved_applications_get_agreements_and_only_parties_see_them(
     signed = platform.call("stranger", "POST", f"/agreements/{agreement.json()['id']}/signature")
     assert signed.status_code == 404
     assert form(dataset)["title"]  # the same form the application was made with
+
+
+def signed(platform: Platform, application: str) -> dict[str, Any]:
+    made = platform.call("applicant", "POST", f"/applications/{application}/agreement").json()
+    for party in ("applicant", "approver"):
+        done = platform.call(party, "POST", f"/agreements/{made['id']}/signature")
+        assert done.status_code == 200, done.text
+    return dict(platform.call("approver", "GET", f"/agreements/{made['id']}").json())
+
+
+def grant_body(dataset: str, applicant: str, **view: Any) -> dict[str, Any]:
+    record = {
+        "dataset_id": dataset,
+        "name": "visits",
+        "kind": "record",
+        "fields": [
+            {"column": "district", "treatment": "generalize", "params": {"to": "district"}},
+            {"column": "visit_date", "treatment": "generalize", "params": {"to": "month"}},
+        ],
+        "k": 5,
+    }
+    record.update(view)
+    aggregate = {
+        "dataset_id": dataset,
+        "name": "cost_by_district",
+        "kind": "aggregate",
+        "fields": [{"column": "district", "treatment": "generalize", "params": {"to": "district"}}],
+        "measures": ["cost"],
+    }
+    return {"grant_id": "clinic-2026", "members": [applicant], "views": [record, aggregate]}
+
+
+def test_a_signed_agreement_becomes_a_grant_on_the_views_it_allows(platform: Platform) -> None:
+    dataset = published(platform)
+    uploaded = platform.call(
+        "provider_steward",
+        "POST",
+        f"/datasets/{dataset}/versions?filename=visits.csv",
+        content=test_catalog.visits_csv(200),
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    application = approved(platform, dataset)
+    applicant = platform.call("applicant", "GET", "/me").json()["id"]
+    made = platform.call("applicant", "POST", f"/applications/{application}/agreement").json()
+    early = platform.call(
+        "approver", "POST", f"/agreements/{made['id']}/grant", json=grant_body(dataset, applicant)
+    )
+    assert early.status_code == 409  # not signed yet
+    agreement = signed(platform, application)
+
+    outside = grant_body(
+        dataset,
+        applicant,
+        fields=[{"column": "id_number", "treatment": "keep"}],
+    )
+    refused = platform.call(
+        "approver", "POST", f"/agreements/{agreement['id']}/grant", json=outside
+    )
+    assert refused.status_code == 422 and "id_number" in refused.json()["detail"]
+    loose = grant_body(dataset, applicant, fields=[{"column": "district", "treatment": "keep"}])
+    refused = platform.call("approver", "POST", f"/agreements/{agreement['id']}/grant", json=loose)
+    assert refused.status_code == 422 and "not keep" in refused.json()["detail"]
+    assert (
+        platform.call(
+            "applicant",
+            "POST",
+            f"/agreements/{agreement['id']}/grant",
+            json=grant_body(dataset, applicant),
+        ).status_code
+        == 403
+    )
+
+    made_grant = platform.call(
+        "approver",
+        "POST",
+        f"/agreements/{agreement['id']}/grant",
+        json=grant_body(dataset, applicant),
+    )
+    assert made_grant.status_code == 201, made_grant.text
+    grant = made_grant.json()
+    assert grant["agreement_id"] == agreement["id"]
+    assert grant["members"] == [applicant]
+    # to the end of the period's last day, China time
+    assert datetime.fromisoformat(grant["ends_at"]) == datetime(2027, 10, 14, 16, tzinfo=UTC)
+    grants = platform.services.agreement_grants
+    assert grants is not None
+    views = grants.views_root / "clinic-2026"
+    assert sorted(p.name for p in views.iterdir()) == [
+        "cost_by_district.manifest.json",
+        "cost_by_district.parquet",
+        "visits.manifest.json",
+        "visits.parquet",
+    ]
+    created = [e for e in platform.entries() if e.get("action") == "grant.create"]
+    assert created[-1]["detail"]["agreement_sha256"] == agreement["sha256"]
+    built = [e for e in platform.entries() if e.get("action") == "view.build"]
+    assert len(built) == 2
+    again = platform.call(
+        "approver",
+        "POST",
+        f"/agreements/{agreement['id']}/grant",
+        json=grant_body(dataset, applicant),
+    )
+    assert again.status_code == 409

@@ -15,7 +15,15 @@ from fastapi.testclient import TestClient
 
 from audit import Ledger
 from audit.entry import parse
-from gateway.api import context, create_app, open_applications, open_catalog
+from gateway.api import (
+    context,
+    create_app,
+    open_agreement_grants,
+    open_agreements,
+    open_applications,
+    open_catalog,
+    open_sandboxes,
+)
 from gateway.api.deps import Services
 from gateway.authz import Authorizer
 from gateway.db import make_engine, migrate, session_factory
@@ -50,13 +58,19 @@ class Gateway:
             clock=self.clock,
         )
         catalog = open_catalog(settings, self.identity)
+        applying = open_applications(settings, catalog)
+        agreements = open_agreements(settings, applying)
+        sandboxes = open_sandboxes(settings, self.identity)
         self.services = Services(
             sessions=sessions,
             ledger=self.ledger,
             authorizer=self.identity.authorizer,
             identity=self.identity,
             catalog=catalog,
-            applications=open_applications(settings, catalog),
+            sandboxes=sandboxes,
+            applications=applying,
+            agreements=agreements,
+            agreement_grants=open_agreement_grants(settings, catalog, agreements, sandboxes),
         )
         made = self.identity.bootstrap_admin(operator_name="运营", credit_code=credit_code(1))
         assert made is not None

@@ -4,16 +4,21 @@ organizations, read as canonical JSON or PDF. Thin over :mod:`gateway.agreements
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
+from gateway.agreements.grants import AgreementGrants, ViewRequest
 from gateway.agreements.service import AgreementService, AgreementSnapshot
 from gateway.api.deps import Requires, ServicesDep
 from gateway.api.routes.organizations import PROBLEMS, Identifier
+from gateway.api.routes.sandbox import GrantPublic, Slug, grant_public
 from gateway.db.models import AgreementStatus
 from gateway.identity.model import Account
+from sandbox.views.fields import FieldRule
+from sandbox.views.treatments import Treatment
 
 router = APIRouter(tags=["agreements"], responses=PROBLEMS)
 
@@ -122,3 +127,74 @@ async def sign_agreement(
     actor = account.actor()
     signed = await found.writes.call(agreements.sign, actor, agreement_id)
     return agreement_public(signed, agreements.problems(actor, agreement_id))
+
+
+def agreement_grants_of(found: ServicesDep) -> AgreementGrants:
+    if found.agreement_grants is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "grants are not configured")
+    return found.agreement_grants
+
+
+class FieldRuleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    column: str = Field(min_length=1, max_length=63)
+    treatment: Treatment
+    params: dict[str, str | int | float] = Field(
+        default_factory=dict, max_length=8, description="e.g. to: month; width: 10"
+    )
+
+
+class ViewCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    kind: Literal["record", "aggregate"]
+    fields: list[FieldRuleCreate] = Field(
+        min_length=1, max_length=500, description="a record view's columns, or dimensions"
+    )
+    measures: list[str] = Field(default_factory=list, max_length=50)
+    k: int = Field(default=5, ge=2, le=1000)
+
+
+class GrantFromAgreement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grant_id: Slug
+    members: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=200, description="user ids of the unit's applicants"
+    )
+    views: list[ViewCreate] = Field(min_length=1, max_length=20)
+
+
+@router.post("/agreements/{agreement_id}/grant", status_code=status.HTTP_201_CREATED)
+async def grant_from_agreement(
+    agreement_id: Identifier,
+    body: GrantFromAgreement,
+    found: ServicesDep,
+    account: Annotated[Account, Depends(Requires("grant", "create"))],
+    grants: Annotated[AgreementGrants, Depends(agreement_grants_of)],
+) -> GrantPublic:
+    """Build the views the signed agreement allows and grant its unit's members a
+    sandbox on them for the agreement's period."""
+    views = [
+        ViewRequest(
+            dataset_id=view.dataset_id,
+            name=view.name,
+            kind=view.kind,
+            fields=tuple(FieldRule(f.column, f.treatment, dict(f.params)) for f in view.fields),
+            measures=tuple(view.measures),
+            k=view.k,
+        )
+        for view in body.views
+    ]
+    made = await run_in_threadpool(
+        grants.grant,
+        account.actor(),
+        agreement_id,
+        grant_id=body.grant_id,
+        members=body.members,
+        views=views,
+    )
+    return grant_public(made)

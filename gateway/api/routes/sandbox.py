@@ -144,6 +144,9 @@ class GrantPublic(BaseModel):
     suspended_by: str | None
     suspended_at: datetime | None
     suspended_reason: str | None
+    agreement_id: str | None = Field(
+        default=None, description="the signed agreement it was made from, if on the platform"
+    )
 
 
 class GrantChange(BaseModel):
