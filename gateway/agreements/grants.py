@@ -153,8 +153,9 @@ class AgreementGrants:
 
 
 def check_in_scope(view: ViewRequest, scope: dict[str, dict[str, object]]) -> None:
-    """:class:`GrantRefused` unless every field of ``view`` is in the agreement's scope
-    with a treatment the scope lists for it."""
+    """:class:`GrantRefused` unless every field of ``view`` is in the agreement's scope:
+    in a record view with a treatment the scope lists for it; in an aggregated view, a
+    field the scope lets into views at all (the builder decides how it may be grouped)."""
     found = scope.get(view.dataset_id)
     if found is None:
         raise GrantRefused(f"the agreement does not cover dataset {view.dataset_id!r}")
@@ -164,6 +165,8 @@ def check_in_scope(view: ViewRequest, scope: dict[str, dict[str, object]]) -> No
         if agreed is None:
             raise GrantRefused(f"view {view.name}: {rule.column} is not in the agreement")
         allowed = set(agreed["treatments"])
+        if view.kind == "aggregate" and allowed:
+            continue  # it may be grouped by; the builder applies the policy's aggregate rules
         if rule.treatment is not Treatment.DROP and str(rule.treatment) not in allowed:
             raise GrantRefused(
                 f"view {view.name}: the agreement allows {rule.column} "

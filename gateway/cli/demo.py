@@ -32,6 +32,7 @@ from gateway.api.deps import Services
 from gateway.authz import Actor
 from gateway.cli.common import console, fail, ledger_errors, settings_of, short
 from gateway.cli.demo_data import ship_dataset
+from gateway.cli.demo_path import take_the_path
 from gateway.cli.serve import OPERATOR_NAME, run_gateway
 from gateway.db.models import OrganizationType, VerificationStatus
 from gateway.identity.model import Account, IdentityError
@@ -107,9 +108,11 @@ def _accounts(settings: Settings, services: Services) -> list[dict[str, str]]:
     with os.fdopen(descriptor, "w") as target:
         json.dump(accounts, target, ensure_ascii=False, indent=2)
     try:
-        ship_dataset(settings, services, actors)
+        dataset = ship_dataset(settings, services, actors)
+        if dataset is not None:
+            take_the_path(services, actors, dataset)
     except IdentityError as exc:
-        fail(f"the demo could not take its dataset through the catalog: {exc}")
+        fail(f"the demo could not take its dataset through the platform: {exc}")
     return accounts
 
 

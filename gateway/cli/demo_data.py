@@ -12,8 +12,9 @@
 6. the applicant objects to a quality problem and the steward answers it.
 
 Every step goes through the same services, and so the same ledger, as the console and
-the API. Until the application workflow exists, the grant is made by hand, with a fixed
-demo id.
+the API. This grant is made by hand, with a fixed demo id (the operator's path for an
+agreement signed elsewhere); :mod:`gateway.cli.demo_path` then takes an application for
+the same dataset through review, agreement and grant.
 """
 
 from __future__ import annotations
@@ -122,10 +123,11 @@ PRIVATE = PrivateViewSpec(
 )
 
 
-def ship_dataset(settings: Settings, services: Services, actors: dict[str, Actor]) -> None:
+def ship_dataset(settings: Settings, services: Services, actors: dict[str, Actor]) -> str | None:
+    """Take the demo dataset through the catalog; its id (None without a catalog)."""
     catalog = services.catalog
     if catalog is None:
-        return
+        return None
     steward, applicant = actors["provider_steward"], actors["applicant"]
     console.print("\n[bold]a dataset through the whole path[/] (each step recorded):")
     dataset = catalog.register(steward, ENTRY, "演示：首次登记")
@@ -178,6 +180,7 @@ def ship_dataset(settings: Settings, services: Services, actors: dict[str, Actor
     )
     catalog.answer(steward, objection.id, "已核实：为补录数据，下一版本更正。")
     console.print(f"  objection raised and answered (due {objection.due_on}, five working days)")
+    return dataset.id
 
 
 def grant_demo(services: Services, actors: dict[str, Actor]) -> None:

@@ -249,15 +249,40 @@ def _check_demo_dataset(services: Services, reader: Actor, data_dir: Path) -> No
     assert version.rows == 100_000 and version.quality["warnings"] == []
     assert not (data_dir / "demo" / "citizens.parquet").exists()  # the vault alone keeps it
     entries = [parse(line) for _, line in services.ledger.entries(1)]
-    built = {e["detail"]["view"]: e["detail"] for e in entries if e["action"] == "view.build"}
-    assert set(built) == {"citizens", "by_district_age", "figures"}
-    views = data_dir / "views" / "demo-grant"
+    built = {
+        (e["object"].removeprefix("grant:"), e["detail"]["view"]): e["detail"]
+        for e in entries
+        if e["action"] == "view.build"
+    }
+    assert set(built) == {
+        ("demo-grant", "citizens"),
+        ("demo-grant", "by_district_age"),
+        ("demo-grant", "figures"),
+        # the application's grant, made from its signed agreement
+        ("demo-agreement", "health_records"),
+        ("demo-agreement", "diagnoses_by_district"),
+    }
     (key,) = [e["detail"]["public_key"] for e in entries if e["action"] == "view.key"]
     public = Ed25519PublicKey.from_public_bytes(base64.b64decode(key))  # as the ledger has it
-    for name, detail in built.items():
-        path = views / f"{name}.manifest.json"
+    for (grant, name), detail in built.items():
+        path = data_dir / "views" / grant / f"{name}.manifest.json"
         assert read_manifest(path, public)["source"]["version"] == version.id
         assert hashlib.sha256(path.read_bytes()).hexdigest() == detail["manifest_sha256"]
+    steps = [e["action"] for e in entries if e["action"].startswith(("application.", "agreement."))]
+    assert steps == [
+        "application.create",
+        "application.attach",
+        "application.submit",
+        "application.check",
+        "application.consent",
+        "application.review",
+        "application.approve",
+        "agreement.create",
+        "agreement.sign",
+        "agreement.sign",
+    ]
+    (made,) = [e for e in entries if e["action"] == "grant.create" and "agreement" in e["detail"]]
+    assert made["object"] == "grant:demo-agreement"
     spends = [e for e in entries if e["action"] == "privacy.spend"]
     assert [e["outcome"] for e in spends] == ["ok"]
     assert any(e["action"] == "objection.answer" for e in entries)
