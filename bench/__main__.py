@@ -1,4 +1,4 @@
-"""``python -m bench [appends|verify|proofs|authz|http|views|upload|spawn|all] [--quick]
+"""``python -m bench [appends|verify|proofs|authz|http|views|upload|airlock|spawn|all] [--quick]
 [--rebuild] [--markdown FILE]``."""
 
 from __future__ import annotations
@@ -23,7 +23,18 @@ def main(argv: list[str] | None = None) -> int:
         "what",
         nargs="?",
         default="all",
-        choices=("appends", "verify", "proofs", "authz", "http", "views", "upload", "spawn", "all"),
+        choices=(
+            "appends",
+            "verify",
+            "proofs",
+            "authz",
+            "http",
+            "views",
+            "upload",
+            "airlock",
+            "spawn",
+            "all",
+        ),
     )
     parser.add_argument(
         "--quick",
@@ -94,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
 
         console.rule("uploads")
         upload.run(results, quick=args.quick)
+    if args.what in ("airlock", "all"):
+        from bench import airlock
+
+        console.rule("airlock")
+        airlock.run(results, quick=args.quick)
     if args.what in ("spawn", "all"):
         from bench import spawn
 
