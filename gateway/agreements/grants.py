@@ -21,12 +21,15 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Literal
 
+import duckdb
+
 from gateway.agreements.service import AgreementService
 from gateway.authz import Actor, Authorizer
 from gateway.catalog.service import CHINA, CatalogService
 from gateway.db.models import AgreementStatus
 from gateway.identity.model import Conflict, IdentityError
 from gateway.sandboxes.service import GrantSnapshot, SandboxService
+from sandbox.spawner.ticket import GRANT
 from sandbox.views.aggregate import AggregateViewSpec
 from sandbox.views.builder import ViewBuilder
 from sandbox.views.fields import FieldRule, ViewSpecError
@@ -88,6 +91,8 @@ class AgreementGrants:
         views: Sequence[ViewRequest],
     ) -> GrantSnapshot:
         self.authorizer.authorize(actor, "grant", "create")
+        if not GRANT.match(grant_id):
+            raise GrantRefused("a grant id is 1 to 63 of a-z, 0-9 and -, starting with a-z or 0-9")
         agreement = self.agreements.get(actor, agreement_id)
         if agreement.status is not AgreementStatus.SIGNED:
             raise Conflict("the agreement is not signed by both organizations yet")
@@ -150,6 +155,9 @@ class AgreementGrants:
             )
         except ViewSpecError as exc:
             raise GrantRefused(f"view {view.name}: {exc}") from None
+        except duckdb.Error as exc:  # e.g. a date generalization of a text column
+            reason = str(exc).splitlines()[0][:300]
+            raise GrantRefused(f"view {view.name}: the data refuses it ({reason})") from None
 
 
 def check_in_scope(view: ViewRequest, scope: dict[str, dict[str, object]]) -> None:

@@ -141,6 +141,20 @@ class AgreementService:
         with self.sessions() as session:
             return AgreementSnapshot.of(self._agreement(session, actor, agreement_id))
 
+    def of_application(self, actor: Actor, application_id: str) -> AgreementSnapshot | None:
+        """The application's agreement if it has been made (nothing is made here)."""
+        self.authorizer.authorize(actor, "agreement", "read")
+        with self.sessions() as session:
+            application = (
+                session.get(Application, application_id) if _plausible(application_id) else None
+            )
+            if application is None or not visible(session, actor, application):
+                raise NotFound(f"no application {application_id[:64]!r}")
+            row = session.scalar(
+                select(Agreement).where(Agreement.application_id == application.id)
+            )
+            return AgreementSnapshot.of(row) if row is not None else None
+
     def document(self, actor: Actor, agreement_id: str) -> bytes:
         """The signed text: the document's canonical JSON."""
         return document_bytes(self.get(actor, agreement_id).document)

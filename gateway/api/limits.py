@@ -19,7 +19,7 @@ DEFAULT_MAX_UPLOAD = 64 << 30  # 64 GiB
 # Uploads, from the API and the console: datasets' versions, applications' documents (their
 # own routes stop reading at the documents' limit).
 UPLOADS = re.compile(
-    r"^(/api/v1/datasets|/catalog)/[^/]+/versions$|^/api/v1/applications/[^/]+/attachments$"
+    r"^(/api/v1/datasets|/catalog)/[^/]+/versions$|^(/api/v1)?/applications/[^/]+/attachments$"
 )
 
 

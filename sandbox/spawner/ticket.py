@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 LIFETIME = 60  # seconds
 MAX_TICKET = 2048
-USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-GRANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
+GRANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")  # \Z: no trailing newline either
 
 
 class TicketRefused(Exception):

@@ -5,8 +5,8 @@ the keys the ledger published."""
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from audit import canonical
@@ -31,9 +31,13 @@ def test_an_agreement_is_made_signed_by_both_and_verifies_on_the_ledger(
 ) -> None:
     dataset = published(platform)
     application = approved(platform, dataset)
+    none_yet = platform.call("applicant", "GET", f"/applications/{application}/agreement")
+    assert none_yet.status_code == 404
     made = platform.call("applicant", "POST", f"/applications/{application}/agreement")
     assert made.status_code == 200, made.text
     agreement: dict[str, Any] = made.json()
+    looked_up = platform.call("reviewer", "GET", f"/applications/{application}/agreement")
+    assert looked_up.json()["id"] == agreement["id"]
     assert agreement["status"] == "awaiting"
     assert agreement["number"].startswith("SBX-2026-")
     document = agreement["document"]
@@ -173,6 +177,13 @@ def test_a_signed_agreement_becomes_a_grant_on_the_views_it_allows(platform: Pla
         "approver", "POST", f"/agreements/{agreement['id']}/grant", json=outside
     )
     assert refused.status_code == 422 and "id_number" in refused.json()["detail"]
+    wrong = grant_body(
+        dataset,
+        applicant,
+        fields=[{"column": "district", "treatment": "generalize", "params": {"to": "year"}}],
+    )
+    refused = platform.call("approver", "POST", f"/agreements/{agreement['id']}/grant", json=wrong)
+    assert refused.status_code == 422 and "the data refuses it" in refused.json()["detail"]
     loose = grant_body(dataset, applicant, fields=[{"column": "district", "treatment": "keep"}])
     refused = platform.call("approver", "POST", f"/agreements/{agreement['id']}/grant", json=loose)
     assert refused.status_code == 422 and "not keep" in refused.json()["detail"]

@@ -107,3 +107,9 @@ def test_a_changed_ticket_is_refused() -> None:
             verify_ticket(SECRET, junk, now=1000)
     with pytest.raises(TicketRefused, match="not valid"):
         mint_ticket(SECRET, "Bad User", "demo-grant")
+
+
+@pytest.mark.parametrize(("user", "grant"), [("wang\n", "demo-grant"), ("wang", "demo-grant\n")])
+def test_a_name_with_a_trailing_newline_is_no_name(user: str, grant: str) -> None:
+    with pytest.raises(TicketRefused, match="not valid"):
+        mint_ticket(SECRET, user, grant)

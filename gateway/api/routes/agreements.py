@@ -86,6 +86,18 @@ async def agreement_for_application(
     return agreement_public(made, agreements.problems(actor, made.id))
 
 
+@router.get("/applications/{application_id}/agreement")
+def read_application_agreement(
+    application_id: Identifier, account: Reader, agreements: Agreements
+) -> AgreementPublic:
+    """The application's agreement, if it has been made (404 until then)."""
+    actor = account.actor()
+    found = agreements.of_application(actor, application_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no agreement has been made yet")
+    return agreement_public(found, agreements.problems(actor, found.id))
+
+
 @router.get("/agreements/{agreement_id}")
 def read_agreement(
     agreement_id: Identifier, account: Reader, agreements: Agreements

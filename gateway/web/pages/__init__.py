@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
-from gateway.web.pages import auth, catalog, grants, home, organizations
+from gateway.web.pages import (
+    agreements,
+    applications,
+    auth,
+    catalog,
+    grants,
+    home,
+    organizations,
+)
 
-ROUTERS = (auth.router, home.router, organizations.router, catalog.router, grants.router)
+ROUTERS = (
+    auth.router,
+    home.router,
+    organizations.router,
+    catalog.router,
+    grants.router,
+    applications.router,
+    agreements.router,
+)

@@ -245,7 +245,7 @@ def revise_page(
         dataset = catalog.dataset(actor, dataset_id)
         latest = catalog.revisions(actor, dataset_id)[-1].entry
     except NotFound as exc:
-        return _not_found(request, viewer, str(exc))
+        return not_found(request, viewer, str(exc))
     return _entry_page(request, found, viewer, dataset, entry_form(dataset.entry or latest))
 
 
@@ -257,7 +257,7 @@ async def revise_dataset(
         run_in_threadpool(catalog_of(found).dataset, viewer.account.actor(), dataset_id)
     )
     if isinstance(shown, Failure):
-        return _not_found(request, viewer, shown.message)
+        return not_found(request, viewer, shown.message)
     return await _submit_entry(request, found, viewer, shown)
 
 
@@ -313,7 +313,7 @@ def _dataset_page(
         readable = found.authorizer.allows(actor, "objection", "read")
         objections = catalog.objections(actor, dataset_id) if readable else []
     except NotFound as exc:
-        return _not_found(request, viewer, failure.message if failure else str(exc))
+        return not_found(request, viewer, failure.message if failure else str(exc))
     pending = dataset.pending
     return render(
         request,
@@ -360,7 +360,8 @@ def fields_changed(before: CatalogEntry | None, after: CatalogEntry) -> dict[str
     }
 
 
-def _not_found(request: Request, viewer: Viewer, reason: str) -> Response:
+def not_found(request: Request, viewer: Viewer, reason: str) -> Response:
+    """The problem page for what the viewer may not see or is not there (404)."""
     return render(
         request,
         "problem.html",
@@ -528,7 +529,7 @@ async def _objection_change(
     if not isinstance(done, Failure):
         return _back(done.dataset_id, notice)
     if not dataset_id:
-        return _not_found(request, viewer, done.message)
+        return not_found(request, viewer, done.message)
     return await _refused(request, found, viewer, dataset_id, done)
 
 

@@ -28,6 +28,7 @@ router = APIRouter(include_in_schema=False)
 
 NOTICES = {
     "grant.suspended": N_("The grant was suspended; its sandboxes are being stopped."),
+    "grant.created": N_("The grant was made from the signed agreement; its views are built."),
 }
 STATUS_NAMES = {
     GrantStatus.ACTIVE: N_("active"),
