@@ -15,6 +15,9 @@ from httpx2 import Response
 from audit.entry import parse
 from gateway.api import create_app, open_services
 from gateway.api.deps import Services
+from gateway.authz import Actor
+from gateway.db.models import OrganizationType
+from gateway.identity.model import Account
 from gateway.settings import load_settings
 
 NEW_PASSWORD = "correct-horse-battery"  # noqa: S105 - a test password
@@ -72,3 +75,71 @@ def open_console(database_url: str, tmp_path: Path) -> Iterator[Console]:
     with TestClient(create_app(settings, found), base_url="https://testserver") as client:
         yield Console(client, found, made[1])
     found.close()
+
+
+# An organization to make: its key in the test, its type, its name, a serial for its code.
+OrganizationSpec = tuple[str, OrganizationType, str, int]
+
+
+@dataclass
+class Staffed:
+    """The platform's administrator, the organizations (key → id, ``operator`` included)
+    and the people (user name → account), each person with :data:`NEW_PASSWORD`."""
+
+    admin: Actor
+    admin_password: str
+    organizations: dict[str, str]
+    accounts: dict[str, Account]
+
+
+def staff(
+    found: Services,
+    organizations: list[OrganizationSpec],
+    people: dict[str, tuple[str, tuple[str, ...]]],
+    credit_code: Any,
+) -> Staffed:
+    """Bootstrap the operator's administrator, then the organizations and the people
+    (user name → organization key and roles)."""
+    identity = found.identity
+    made = identity.bootstrap_admin(operator_name="运营", credit_code=credit_code(1))
+    assert made is not None
+    admin = made[0].actor()
+    keys = {"operator": made[0].organization_id}
+    for key, kind, name, serial in organizations:
+        keys[key] = identity.create_organization(
+            admin, kind=kind, name=name, credit_code=credit_code(serial)
+        ).id
+    accounts = {}
+    for username, (organization, roles) in people.items():
+        account, one_time = identity.create_user(
+            admin,
+            organization_id=keys[organization],
+            username=username,
+            display_name=f"{username} 王",
+            roles=roles,
+        )
+        identity.set_password(account.id, one_time, NEW_PASSWORD)
+        accounts[username] = account
+    return Staffed(admin, made[1], keys, accounts)
+
+
+@dataclass
+class Desk:
+    """The console and its people, for tests that sign in as one after the other."""
+
+    console: Console
+    accounts: dict[str, Account]
+
+    @property
+    def client(self) -> TestClient:
+        return self.console.client
+
+    def sign_in(self, username: str) -> str:
+        """Sign in as ``username`` (in place of whoever was); the session's CSRF token."""
+        self.client.cookies.delete("__Host-sbx_session")
+        home = self.console.sign_in(username, NEW_PASSWORD)
+        assert home.status_code == 200 and home.url.path == "/", home.text
+        return form_token(home)
+
+    def actions(self) -> list[tuple[str, str]]:
+        return [(entry["action"], entry["outcome"]) for entry in self.console.entries()]

@@ -23,12 +23,12 @@ from gateway.api import create_app, open_services
 from gateway.applications.service import COMMITMENT, ApplicationService
 from gateway.authz import Actor
 from gateway.db.models import OrganizationType, VerificationStatus
-from gateway.identity.model import Account
 from gateway.settings import load_settings
+from tests import webconsole
 from tests.integration.test_applications import PDF, RISK, form
 from tests.integration.test_catalog import ENTRY, NOW, credit_code, visits_csv
 from tests.integration.test_web_catalog import alert, section
-from tests.webconsole import NEW_PASSWORD, Console, form_token
+from tests.webconsole import Console
 
 PEOPLE = {  # user name: (organization, roles)
     "applicant": ("unit", ("applicant",)),
@@ -40,35 +40,19 @@ PEOPLE = {  # user name: (organization, roles)
 
 
 @dataclass
-class Desk:
+class Desk(webconsole.Desk):
     """The console with a provider whose conditional dataset is published and has data,
     two application units and the operator's people; the services' clock stands still at
     :data:`NOW` (the Tuesday before the National Day holiday)."""
 
-    console: Console
-    accounts: dict[str, Account]
     organizations: dict[str, str]
     admin: Actor
     dataset: str
 
     @property
-    def client(self) -> TestClient:
-        return self.console.client
-
-    @property
     def applications(self) -> ApplicationService:
         assert self.console.found.applications is not None
         return self.console.found.applications
-
-    def sign_in(self, username: str) -> str:
-        """Sign in as ``username`` (in place of whoever was); the session's CSRF token."""
-        self.client.cookies.delete("__Host-sbx_session")
-        home = self.console.sign_in(username, NEW_PASSWORD)
-        assert home.status_code == 200 and home.url.path == "/", home.text
-        return form_token(home)
-
-    def actions(self) -> list[tuple[str, str]]:
-        return [(entry["action"], entry["outcome"]) for entry in self.console.entries()]
 
     def verify_unit(self) -> None:
         self.console.found.identity.set_organization_verification(
@@ -91,37 +75,26 @@ def desk(database_url: str, tmp_path: Path) -> Iterator[Desk]:
     catalog = found.catalog
     assert catalog is not None
     catalog.clock = lambda: NOW
-    identity = found.identity
-    made = identity.bootstrap_admin(operator_name="运营", credit_code=credit_code(1))
-    assert made is not None
-    admin = made[0].actor()
-    organizations = {"operator": made[0].organization_id}
-    for key, kind, name, serial in (
-        ("provider", OrganizationType.PROVIDER, "青岛市卫生健康委员会", 2),
-        ("unit", OrganizationType.APPLICATION_UNIT, "海尔数据科技有限公司", 3),
-        ("other_unit", OrganizationType.APPLICATION_UNIT, "青岛某科技有限公司", 4),
-    ):
-        organizations[key] = identity.create_organization(
-            admin, kind=kind, name=name, credit_code=credit_code(serial)
-        ).id
-    accounts = {}
-    for username, (organization, roles) in PEOPLE.items():
-        account, one_time = identity.create_user(
-            admin,
-            organization_id=organizations[organization],
-            username=username,
-            display_name=f"{username} 王",
-            roles=roles,
-        )
-        identity.set_password(account.id, one_time, NEW_PASSWORD)
-        accounts[username] = account
+    staffed = webconsole.staff(
+        found,
+        [
+            ("provider", OrganizationType.PROVIDER, "青岛市卫生健康委员会", 2),
+            ("unit", OrganizationType.APPLICATION_UNIT, "海尔数据科技有限公司", 3),
+            ("other_unit", OrganizationType.APPLICATION_UNIT, "青岛某科技有限公司", 4),
+        ],
+        PEOPLE,
+        credit_code,
+    )
+    accounts, organizations, admin = staffed.accounts, staffed.organizations, staffed.admin
     steward = accounts["steward"].actor()
     dataset = catalog.register(steward, ENTRY, "首次登记").id
     catalog.review(accounts["reviewer"].actor(), dataset, 1, recommends=True, opinion="合理")
     catalog.decide(accounts["approver"].actor(), dataset, 1, approve=True, reason="同意")
     catalog.upload(steward, dataset, [visits_csv(200)], filename="visits.csv")
     with TestClient(create_app(settings, found), base_url="https://testserver") as client:
-        yield Desk(Console(client, found, made[1]), accounts, organizations, admin, dataset)
+        yield Desk(
+            Console(client, found, staffed.admin_password), accounts, organizations, admin, dataset
+        )
     found.close()
 
 

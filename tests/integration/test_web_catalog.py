@@ -17,10 +17,10 @@ from httpx2 import Response
 
 from gateway.api import create_app, open_services
 from gateway.db.models import OrganizationType
-from gateway.identity.model import Account
 from gateway.settings import load_settings
+from tests import webconsole
 from tests.integration.test_catalog import ENTRY, NOW, credit_code, visits_csv
-from tests.webconsole import NEW_PASSWORD, Console, form_token
+from tests.webconsole import Console
 
 PEOPLE = {  # user name: (organization, roles)
     "steward": ("provider", ("provider_steward",)),
@@ -31,26 +31,9 @@ PEOPLE = {  # user name: (organization, roles)
 
 
 @dataclass
-class Desk:
+class Desk(webconsole.Desk):
     """The console with a provider, an application unit and the operator's people, each
     with a password of their own; the catalog's clock stands still at :data:`NOW`."""
-
-    console: Console
-    accounts: dict[str, Account]
-
-    @property
-    def client(self) -> TestClient:
-        return self.console.client
-
-    def sign_in(self, username: str) -> str:
-        """Sign in as ``username`` (in place of whoever was); the session's CSRF token."""
-        self.client.cookies.delete("__Host-sbx_session")
-        home = self.console.sign_in(username, NEW_PASSWORD)
-        assert home.status_code == 200 and home.url.path == "/", home.text
-        return form_token(home)
-
-    def actions(self) -> list[tuple[str, str]]:
-        return [(entry["action"], entry["outcome"]) for entry in self.console.entries()]
 
     def publish(self, entry: dict[str, Any] | None = None) -> str:
         """A dataset registered, reviewed and approved through the service; its id."""
@@ -70,31 +53,17 @@ def desk(database_url: str, tmp_path: Path) -> Iterator[Desk]:
     found = open_services(settings)
     assert found.catalog is not None
     found.catalog.clock = lambda: NOW
-    identity = found.identity
-    made = identity.bootstrap_admin(operator_name="运营", credit_code=credit_code(1))
-    assert made is not None
-    admin = made[0].actor()
-    organizations = {"operator": made[0].organization_id}
-    for kind, name, serial in (
-        (OrganizationType.PROVIDER, "青岛市卫生健康委员会", 2),
-        (OrganizationType.APPLICATION_UNIT, "海尔数据科技有限公司", 3),
-    ):
-        organizations[kind.value] = identity.create_organization(
-            admin, kind=kind, name=name, credit_code=credit_code(serial)
-        ).id
-    accounts = {}
-    for username, (organization, roles) in PEOPLE.items():
-        account, one_time = identity.create_user(
-            admin,
-            organization_id=organizations[organization],
-            username=username,
-            display_name=f"{username} 王",
-            roles=roles,
-        )
-        identity.set_password(account.id, one_time, NEW_PASSWORD)
-        accounts[username] = account
+    staffed = webconsole.staff(
+        found,
+        [
+            ("provider", OrganizationType.PROVIDER, "青岛市卫生健康委员会", 2),
+            ("application_unit", OrganizationType.APPLICATION_UNIT, "海尔数据科技有限公司", 3),
+        ],
+        PEOPLE,
+        credit_code,
+    )
     with TestClient(create_app(settings, found), base_url="https://testserver") as client:
-        yield Desk(Console(client, found, made[1]), accounts)
+        yield Desk(Console(client, found, staffed.admin_password), staffed.accounts)
     found.close()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -15,11 +14,10 @@ from fastapi.testclient import TestClient
 
 from gateway.api import create_app, open_services
 from gateway.db.models import OrganizationType
-from gateway.identity.model import Account
 from gateway.settings import load_settings
 from sandbox.spawner.ticket import verify_ticket
 from tests.integration.test_catalog import credit_code
-from tests.webconsole import NEW_PASSWORD, Console, form_token
+from tests.webconsole import Console, Desk, form_token, staff
 
 PEOPLE = {  # user name: (organization, roles)
     "wang": ("unit", ("applicant",)),
@@ -27,25 +25,6 @@ PEOPLE = {  # user name: (organization, roles)
     "sun": ("operator", ("approver",)),
     "chen": ("regulator", ("regulator",)),
 }
-
-
-@dataclass
-class Desk:
-    console: Console
-    accounts: dict[str, Account]
-
-    @property
-    def client(self) -> TestClient:
-        return self.console.client
-
-    def sign_in(self, username: str) -> str:
-        self.client.cookies.delete("__Host-sbx_session")
-        home = self.console.sign_in(username, NEW_PASSWORD)
-        assert home.status_code == 200 and home.url.path == "/", home.text
-        return form_token(home)
-
-    def actions(self) -> list[tuple[str, str]]:
-        return [(entry["action"], entry["outcome"]) for entry in self.console.entries()]
 
 
 @pytest.fixture
@@ -59,29 +38,16 @@ def desk(database_url: str, tmp_path: Path) -> Iterator[Desk]:
     sandboxes = found.sandboxes
     assert sandboxes is not None
     sandboxes.hub = None  # no hub in these tests: its own poll would stop the servers
-    identity = found.identity
-    made = identity.bootstrap_admin(operator_name="运营", credit_code=credit_code(1))
-    assert made is not None
-    admin = made[0].actor()
-    organizations = {"operator": made[0].organization_id}
-    for key, kind, name, serial in (
-        ("unit", OrganizationType.APPLICATION_UNIT, "海尔数据科技有限公司", 3),
-        ("regulator", OrganizationType.REGULATOR, "市大数据局", 4),
-    ):
-        organizations[key] = identity.create_organization(
-            admin, kind=kind, name=name, credit_code=credit_code(serial)
-        ).id
-    accounts = {}
-    for username, (organization, roles) in PEOPLE.items():
-        account, one_time = identity.create_user(
-            admin,
-            organization_id=organizations[organization],
-            username=username,
-            display_name=f"{username} 王",
-            roles=roles,
-        )
-        identity.set_password(account.id, one_time, NEW_PASSWORD)
-        accounts[username] = account
+    staffed = staff(
+        found,
+        [
+            ("unit", OrganizationType.APPLICATION_UNIT, "海尔数据科技有限公司", 3),
+            ("regulator", OrganizationType.REGULATOR, "市大数据局", 4),
+        ],
+        PEOPLE,
+        credit_code,
+    )
+    accounts, organizations = staffed.accounts, staffed.organizations
     (settings.data_dir / "views" / "coast").mkdir(parents=True)
     now = datetime.now(UTC)
     sandboxes.create_grant(
@@ -95,7 +61,7 @@ def desk(database_url: str, tmp_path: Path) -> Iterator[Desk]:
         ends_at=now + timedelta(days=90),
     )
     with TestClient(create_app(settings, found), base_url="https://testserver") as client:
-        yield Desk(Console(client, found, made[1]), accounts)
+        yield Desk(Console(client, found, staffed.admin_password), accounts)
     found.close()
 
 
