@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.agreements.document import (
@@ -204,8 +205,11 @@ class AgreementService:
             for provider_id in providers:
                 found_provider = session.get(Organization, provider_id)
                 providers[provider_id] = found_provider.name if found_provider else provider_id
-            count = session.scalar(select(func.count()).select_from(Agreement)) or 0
-            number = f"SBX-{issued_on.year}-{count + 1:05d}"
+            prefix = f"SBX-{issued_on.year}-"
+            last = session.scalar(
+                select(func.max(Agreement.number)).where(Agreement.number.like(f"{prefix}%"))
+            )
+            number = f"{prefix}{int(last.removeprefix(prefix)) + 1 if last else 1:05d}"
             document = agreement_document(
                 detail,
                 number=number,
@@ -244,7 +248,13 @@ class AgreementService:
             )
             return AgreementSnapshot.of(row)
 
-        return self.writes.run(apply)
+        try:
+            return self.writes.run(apply)
+        except IntegrityError:  # another gateway process made one meanwhile
+            made = self.of_application(actor, detail.application.id)
+            if made is None:  # it took the number: the next request takes the next one
+                raise Conflict("an agreement number was taken meanwhile; ask again") from None
+            return made
 
     def sign(self, actor: Actor, agreement_id: str) -> AgreementSnapshot:
         """Sign for the actor's organization: the application unit (an applicant of it) or

@@ -56,6 +56,10 @@ class RemoteKernel:
                 answer = json.loads(self._call("GET", self._url, None, "watch the kernel"))
             except _Gone:
                 self.returncode = GONE
+            except SandboxError:
+                # The hub cannot answer just now: the kernel is taken to run on (as the
+                # spawner does with the engine) rather than restarted or its work lost.
+                return None
             else:
                 code = answer.get("exit_code")
                 self.returncode = None if code is None else int(code)

@@ -11,6 +11,7 @@ from typing import Any
 
 from audit import canonical
 from gateway.agreements.document import signature_problems
+from gateway.db.models import Agreement
 from tests.integration import test_catalog
 from tests.integration.test_applications import approved, form, submitted
 from tests.integration.test_catalog import Platform, published
@@ -118,6 +119,15 @@ def test_only_approved_applications_get_agreements_and_only_parties_see_them(
     signed = platform.call("stranger", "POST", f"/agreements/{agreement.json()['id']}/signature")
     assert signed.status_code == 404
     assert form(dataset)["title"]  # the same form the application was made with
+
+    # Numbers follow the highest one of the year, gaps and all.
+    with platform.services.sessions.begin() as session:
+        row = session.get(Agreement, agreement.json()["id"])
+        assert row is not None and row.number == "SBX-2026-00001"
+        row.number = "SBX-2026-00007"
+    second = approved(platform, dataset)
+    made = platform.call("applicant", "POST", f"/applications/{second}/agreement").json()
+    assert made["number"] == "SBX-2026-00008"
 
 
 def signed(platform: Platform, application: str) -> dict[str, Any]:

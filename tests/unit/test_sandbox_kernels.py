@@ -277,3 +277,12 @@ def test_the_routes_answer_bad_requests_with_a_reason(
     if status != 404 or path == "/k-1":
         assert answer["reason"] and answer["reason"] != "refused"
     assert kernels(engine, spec) == {}
+
+
+def test_a_hub_that_cannot_answer_neither_starts_nor_ends_a_kernel() -> None:
+    closed = "http://127.0.0.1:9/hub/sbx-kernels"  # the discard port: nothing listens
+    with pytest.raises(SandboxError, match="unreachable"):
+        RemoteKernel.start(closed, TOKEN, "k-1", HOME, "")
+    kernel = RemoteKernel(closed, TOKEN, "k-1", timeout=2)
+    assert kernel.poll() is None  # taken to run on, not restarted
+    assert kernel.returncode is None
