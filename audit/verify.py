@@ -282,7 +282,7 @@ def _locate(
     try:
         with open(index_path, "rb") as index:
             index.seek(start * merkle.HASH_SIZE)
-            for seq, line in _entries_between(folder, start, stop):
+            for seq, line in entries_between(folder, start, stop):
                 stored = index.read(merkle.HASH_SIZE)
                 if len(stored) == merkle.HASH_SIZE and stored != merkle.leaf_hash(line):
                     return Problem(
@@ -296,7 +296,7 @@ def _locate(
     return problem
 
 
-def _entries_between(folder: Path, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+def entries_between(folder: Path, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
     paths = sorted((folder / "segments").glob("*.log"))
     for number, path in enumerate(paths):
         if number + 1 < len(paths) and int(paths[number + 1].name[:-4]) <= start:

@@ -9,6 +9,7 @@ import typer
 from pydantic import ValidationError
 
 from gateway.cli import audit as audit_commands
+from gateway.cli import bundles as bundle_commands
 from gateway.cli import demo as demo_command
 from gateway.cli import grants as grant_commands
 from gateway.cli import identity as identity_commands
@@ -30,6 +31,7 @@ app.add_typer(identity_commands.user_app, name="user")
 app.add_typer(sandbox_commands.app, name="sandbox")
 app.command("demo")(demo_command.demo)
 app.command("serve")(serve_command.serve)
+app.command("verify-bundle")(bundle_commands.verify_bundle_command)
 
 
 @app.callback()

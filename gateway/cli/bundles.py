@@ -1,0 +1,75 @@
+"""``sbx verify-bundle``: check a release bundle offline, and against the ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from audit.bundle import ledger_problems, parse_trusted_key, verify_bundle
+from gateway.cli.common import console, fail
+
+
+def verify_bundle_command(
+    bundle: Annotated[Path, typer.Argument(help="The release bundle (.zip).")],
+    ledger: Annotated[
+        Path | None,
+        typer.Option(help="Ledger folder that must publish the key and record the release."),
+    ] = None,
+    key: Annotated[
+        list[str] | None,
+        typer.Option(help="KEYID=BASE64 of a key the bundle may be signed with (repeatable)."),
+    ] = None,
+    ledger_key: Annotated[
+        list[str] | None, typer.Option(help="Key id the ledger's first key must be.")
+    ] = None,
+) -> None:
+    """Check a release bundle: its members, every file's size and SHA-256, the signature
+    over the manifest and, with --ledger, that the ledger published the signing key and
+    recorded the release. Exit 0 if everything holds, 1 if a problem is found."""
+    if not bundle.is_file():
+        fail(f"{escape(str(bundle))} does not exist or is not a file", code=2)
+    if ledger is not None and not ledger.is_dir():
+        fail(f"{escape(str(ledger))} is not a ledger folder", code=2)
+    trusted = None
+    if key:
+        try:
+            trusted = dict(parse_trusted_key(text) for text in key)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--key") from None
+    report = verify_bundle(bundle, trusted_keys=trusted)
+    check = (
+        None if ledger is None else ledger_problems(ledger, report, trusted_ledger_keys=ledger_key)
+    )
+    ok = report.ok and (check is None or check.ok)
+    verdict = "[bold green]OK[/]" if ok else "[bold red]FAILED[/]"
+    console.print(f"{verdict}: release bundle {escape(str(bundle))}", soft_wrap=True)
+    checked = "members, file sizes and SHA-256, manifest, Ed25519 signature"
+    if trusted is not None:
+        checked += ", trusted keys"
+    if check is not None:
+        checked += f", ledger {escape(str(ledger))} ({check.entries:,} entries)"
+    console.print(f"  checked: {checked}", soft_wrap=True)
+    for problem in (*report.problems, *(check.problems if check else ())):
+        console.print(f"  [red]problem:[/] {escape(problem)}", soft_wrap=True)
+    files = report.files()
+    if files:
+        table = Table(title=f"{len(files)} files, {sum(size for _, size in files):,} bytes")
+        table.add_column("file", overflow="fold")
+        table.add_column("bytes", justify="right")
+        for name, size in files:
+            table.add_row(escape(name), f"{size:,}")
+        console.print(table)
+    if report.manifest_sha256:
+        console.print(f"  manifest sha256: {report.manifest_sha256}", soft_wrap=True)
+    if report.key_id:
+        pinned = "trusted" if report.trusted else "not pinned: pass --key to require it"
+        console.print(f"  signed by key: {report.key_id} ({pinned})", soft_wrap=True)
+    if check is not None:
+        console.print(f"  ledger: {check.summary()}", soft_wrap=True)
+        if check.trust:
+            console.print(f"  ledger trust: {escape(check.trust)}", soft_wrap=True)
+    raise typer.Exit(0 if ok else 1)
