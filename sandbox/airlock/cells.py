@@ -17,6 +17,9 @@ rules.
   group in which one category holds every contributor (everybody has it);
 - *degrees of freedom*: a model's residual degrees of freedom, in a table column or in
   printed model summaries (statsmodels, R), below the level's minimum.
+
+A table is read once, by :func:`read_aggregate`; differencing
+(:mod:`sandbox.airlock.differencing`) keeps the keys and counts of the same reading.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -106,19 +109,42 @@ def _is_margin(value: str | None) -> bool:
 
 
 @dataclass
-class _Cell:
+class Cell:
     row: int  # 1-based, in the table as read
     keys: tuple[str | None, ...]
     count: float | None  # None: suppressed
     magnitudes: list[tuple[float, list[float]]]
+    sums: dict[str, float] = field(default_factory=dict)  # each measure's total (sum, mean × n)
 
 
-def cell_findings(file: str, location: str, table: pa.Table, rules: AirlockRules) -> list[Finding]:
-    """The cell rules' findings for a table of display text (no finding if the table
-    does not look like an aggregate)."""
+@dataclass
+class Aggregate:
+    """A table of display text as the cell rules read it; :mod:`sandbox.airlock.differencing`
+    reads its keys and counts the same way."""
+
+    columns: list[_Column]
+    keys: list[str]  # the key columns' names, and "(columns)" for a cross-table's columns
+    count: str | None  # the count column's name (None: a cross-table, or not an aggregate)
+    cells: list[Cell] | None  # None: the table does not look like an aggregate
+    measured: str  # whether its magnitudes could be checked: "none", "checked", "unchecked"
+
+
+def read_aggregate(table: pa.Table) -> Aggregate:
+    """The columns of a table of display text, and its cells if it looks like an aggregate."""
     columns = [_column(name, table.column(name).to_pylist()) for name in table.column_names]
-    findings = _degrees_in_table(file, location, columns, rules)
-    cells, keys, measured = _cells(columns)
+    shape = _shape(columns)
+    cells, keys, measured = _cells(shape)
+    count = shape.count.name if shape is not None and shape.count is not None else None
+    return Aggregate(columns, keys, count, cells, measured)
+
+
+def cell_findings(
+    file: str, location: str, aggregate: Aggregate, rules: AirlockRules
+) -> list[Finding]:
+    """The cell rules' findings for a table read by :func:`read_aggregate` (no finding
+    but degrees of freedom if the table does not look like an aggregate)."""
+    findings = _degrees_in_table(file, location, aggregate.columns, rules)
+    cells, keys, measured = aggregate.cells, aggregate.keys, aggregate.measured
     if cells is None:
         return findings
     where = location or "table"
@@ -197,16 +223,15 @@ def _shape(columns: list[_Column]) -> _Shape | None:
     return _Shape(keys, None, wide)
 
 
-def _cells(columns: list[_Column]) -> tuple[list[_Cell] | None, list[str], str]:
+def _cells(shape: _Shape | None) -> tuple[list[Cell] | None, list[str], str]:
     """The cells of an aggregate table (None if it is not one), its key names, and
     whether its magnitudes could be checked ("none", "checked", "unchecked")."""
-    shape = _shape(columns)
     if shape is None:
         return None, [], "none"
     keys, count = shape.keys, shape.count
     if count is None:
         cells = [
-            _Cell(row + 1, (*(k.values[row] for k in keys), c.name), c.numbers[row], [])
+            Cell(row + 1, (*(k.values[row] for k in keys), c.name), c.numbers[row], [])
             for c in shape.figures
             for row in range(len(c.values))
         ]
@@ -217,14 +242,16 @@ def _cells(columns: list[_Column]) -> tuple[list[_Cell] | None, list[str], str]:
     cells = []
     for row in range(len(count.values)):
         magnitudes = []
+        sums = {}
         n = count.numbers[row]
-        for roles in measures.values():
+        for measure, roles in measures.items():
             total = _at(roles.get("sum"), row)
             mean = _at(roles.get("mean"), row)
             if total is None and mean is not None and n is not None:
                 total = mean * n
             if total is None:
                 continue
+            sums[measure] = total
             largest = _at(roles.get("max"), row)
             if largest is None:
                 status = "unchecked" if status == "none" else status
@@ -235,7 +262,7 @@ def _cells(columns: list[_Column]) -> tuple[list[_Cell] | None, list[str], str]:
             ranked = [abs(largest)] + ([abs(second)] if second is not None else [])
             magnitudes.append((abs(total), ranked))
             status = "checked" if status != "unchecked" else status
-        cells.append(_Cell(row + 1, tuple(k.values[row] for k in keys), n, magnitudes))
+        cells.append(Cell(row + 1, tuple(k.values[row] for k in keys), n, magnitudes, sums))
     return cells, [k.name for k in keys], status
 
 
@@ -256,7 +283,7 @@ def _at(column: _Column | None, row: int) -> float | None:
     return None if column is None else column.numbers[row]
 
 
-def _dominance(cell: _Cell, rules: AirlockRules) -> str | None:
+def _dominance(cell: Cell, rules: AirlockRules) -> str | None:
     if not cell.magnitudes:
         return None
     contributors = max(int(cell.count or 0), rules.disclosure.min_cell)
@@ -265,7 +292,7 @@ def _dominance(cell: _Cell, rules: AirlockRules) -> str | None:
 
 
 def _group_findings(
-    file: str, where: str, cells: list[_Cell], keys: Sequence[str], rules: AirlockRules
+    file: str, where: str, cells: list[Cell], keys: Sequence[str], rules: AirlockRules
 ) -> list[Finding]:
     findings = []
     zeros = [c for c in cells if c.count == 0]
@@ -287,7 +314,7 @@ def _group_findings(
         categories = {c.keys[position] for c in inner if c.count is not None}
         if len(categories) < 2:
             continue
-        groups: dict[tuple[str | None, ...], list[_Cell]] = defaultdict(list)
+        groups: dict[tuple[str | None, ...], list[Cell]] = defaultdict(list)
         for cell in inner:
             groups[cell.keys[:position] + cell.keys[position + 1 :]].append(cell)
         for members in groups.values():

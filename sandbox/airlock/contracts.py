@@ -35,8 +35,8 @@ class CheckName(StrEnum):
     DEGREES_OF_FREEDOM = "degrees_of_freedom"
     PSEUDONYMS = "pseudonyms"
     DP_BUDGET = "dp_budget"
-    # Reserved for comparing an export with the grant's earlier releases (a later step):
-    # no code emits it yet, and a report lists it among its checks only once it runs.
+    # the export's frequency tables against the grant's earlier releases (differencing.py);
+    # a report lists it among its checks only when earlier releases were given
     DIFFERENCING = "differencing"
 
 

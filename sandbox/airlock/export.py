@@ -8,9 +8,9 @@ through the checks that apply to it (:mod:`sandbox.airlock.checks`,
 of their own, within the depth limits of the policy. The report lists every finding and
 what every file was understood as.
 
-Comparing an export with the grant's earlier releases (differencing) is a later step: it
-takes the report and the releases, and adds its findings under
-:attr:`CheckName.DIFFERENCING`. Nothing here does it yet.
+When the context gives the grant's earlier releases, the frequency tables read on the way
+are kept in their released form and compared with them
+(:mod:`sandbox.airlock.differencing`); the files are not read again for it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from sandbox.airlock.archives import (
     zip_expansion,
     zip_items,
 )
-from sandbox.airlock.cells import cell_findings
+from sandbox.airlock.cells import Aggregate, cell_findings, read_aggregate
 from sandbox.airlock.checks import Knowledge, TableScan, text_findings
 from sandbox.airlock.contracts import (
     CheckName,
@@ -41,6 +41,13 @@ from sandbox.airlock.contracts import (
     FileSummary,
     Finding,
     Severity,
+)
+from sandbox.airlock.differencing import (
+    MAX_CELLS,
+    ReleasedTable,
+    TableTooLarge,
+    differencing_findings,
+    released_table,
 )
 from sandbox.airlock.documents import (
     html_items,
@@ -109,6 +116,7 @@ class ExportContext:
     epsilon_left: float | None = None  # the grant's privacy budget left (None: unknown)
     epsilon_declared: float = 0.0  # what the export's private results spent in the sandbox
     policy_digest: str = ""  # AirlockPolicy.digest, copied into the report
+    releases: tuple[ReleasedTable, ...] = ()  # released_tables of the grant's earlier releases
 
 
 @dataclass
@@ -126,6 +134,9 @@ class _Run:
     knowledge: Knowledge
     findings: list[Finding] = field(default_factory=list)
     files: list[FileSummary] = field(default_factory=list)
+    collect: bool = False  # keep the frequency tables read, for differencing
+    released: list[ReleasedTable] = field(default_factory=list)
+    too_large: int = 0  # frequency tables with more than MAX_CELLS cells, not kept
 
     @property
     def rules(self) -> AirlockRules:
@@ -333,10 +344,22 @@ class _Run:
                 "so they could not be checked as rows",
             )
         if aggregate is not None:
-            self.findings.extend(cell_findings(source.label, item.location, aggregate, self.rules))
+            read = read_aggregate(aggregate)
+            self.findings.extend(cell_findings(source.label, item.location, read, self.rules))
+            if self.collect:
+                self.keep(source.label, item.location, read)
         for place, data in scan.blobs:
             self.blob(source, place, data, unpacked)
         return scan.rows
+
+    def keep(self, label: str, location: str, aggregate: Aggregate) -> None:
+        try:
+            table = released_table(label, location, aggregate)
+        except TableTooLarge:
+            self.too_large += 1
+            return
+        if table is not None:
+            self.released.append(table)
 
     def text(self, source: Source, item: TextItem, counts: _Counts, unpacked: Unpacked) -> None:
         self.findings.extend(text_findings(source.label, item.location, item.text, self.knowledge))
@@ -411,29 +434,63 @@ def check_export(
     paths: Sequence[Path], context: ExportContext, *, root: Path | None = None
 ) -> CheckReport:
     """Run every automated check over the files of one export. ``root``: the folder the
-    files are named relative to in the report (their names alone if not given)."""
-    hasher = ValueHasher()
+    files are named relative to in the report (their names alone if not given). The
+    export's frequency tables are compared with ``context.releases`` if there are any."""
     names = frozenset(n for n in canonical_texts(context.names) if len(n) >= MIN_NAME_CHARS)
-    run = _Run(context, Knowledge(context.rules, context.indexes, names, hasher))
-    try:
-        _check_files(run, paths, root)
-    finally:
-        hasher.close()
+    run = _walk(paths, context, names, root, collect=bool(context.releases))
     run.findings.extend(dp_budget_findings(context))
-    # Differencing against earlier releases belongs here, once it exists.
+    checks: list[CheckName] = [c for c in CheckName if c is not CheckName.DIFFERENCING]
     notes = []
     if not context.indexes:
         notes.append("no row index was given: rows were not compared with any data")
     if not names:
         notes.append("no names from the source data were given")
+    if context.releases:
+        run.findings.extend(differencing_findings(run.released, context.releases, context.rules))
+        checks.append(CheckName.DIFFERENCING)
+        if run.too_large:
+            notes.append(
+                f"{run.too_large} tables of more than {MAX_CELLS:,} cells were not compared "
+                "with earlier releases"
+            )
+    else:
+        notes.append("no earlier releases were given: differencing did not run")
     return CheckReport(
         level=context.rules.level,
         findings=tuple(run.findings),
         files=tuple(run.files),
-        checks=tuple(c for c in CheckName if c is not CheckName.DIFFERENCING),
+        checks=tuple(checks),
         policy_digest=context.policy_digest,
         notes=tuple(notes),
     )
+
+
+def collect_released(
+    paths: Sequence[Path], rules: AirlockRules, *, root: Path | None
+) -> tuple[ReleasedTable, ...]:
+    """The frequency tables of an export's files, read as :func:`check_export` reads
+    them; the checks' findings are dropped (see
+    :func:`sandbox.airlock.differencing.released_tables`)."""
+    run = _walk(paths, ExportContext(rules), frozenset(), root, collect=True)
+    return tuple(run.released)
+
+
+def _walk(
+    paths: Iterable[Path],
+    context: ExportContext,
+    names: frozenset[str],
+    root: Path | None,
+    *,
+    collect: bool,
+) -> _Run:
+    hasher = ValueHasher()
+    knowledge = Knowledge(context.rules, context.indexes, names, hasher)
+    run = _Run(context, knowledge, collect=collect)
+    try:
+        _check_files(run, paths, root)
+    finally:
+        hasher.close()
+    return run
 
 
 def _check_files(run: _Run, paths: Iterable[Path], root: Path | None) -> None:

@@ -12,7 +12,10 @@ check that should catch it:
 - hidden in a zip inside a tar.gz, in an Excel workbook, in a notebook's outputs, in
   JSON, transposed, after the end of a PNG, in a Parquet file named ``.png``;
 - identifiers and names sprinkled in a report, the view's pseudonyms;
-- a table of tiny cells; a zip bomb; an encrypted zip.
+- a table of tiny cells; a zip bomb; an encrypted zip;
+- counts that differ from an earlier release's by a few people: a slightly wider
+  population, totals after a table whose small cells were suppressed, and another
+  applicant's release of the same counts, spelled differently.
 
 The last tests are the other side: a proper aggregate table, a plot and a short report
 pass (the plot with a finding for the reviewer only).
@@ -28,6 +31,7 @@ import struct
 import tarfile
 import zipfile
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +44,12 @@ from sandbox.airlock import (
     CheckName,
     CheckReport,
     ExportContext,
+    ReleasedTable,
     Severity,
     build_row_index,
     check_export,
     load_airlock,
+    released_tables,
 )
 from sandbox.synthetic import batch
 from sandbox.views.disclosure import load_disclosure
@@ -133,6 +139,17 @@ def check(tmp_path: Path, files: dict[str, bytes], context: ExportContext) -> Ch
         path.write_bytes(data)
         paths.append(path)
     return check_export(paths, context, root=tmp_path)
+
+
+def released(folder: Path, number: int, files: dict[str, bytes]) -> tuple[ReleasedTable, ...]:
+    """What the gateway keeps of an approved export: its frequency tables, labelled."""
+    folder.mkdir(parents=True)
+    paths = []
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+        paths.append(folder / name)
+    tables = released_tables(paths, root=folder, rules=RULES)
+    return tuple(replace(t, source=f"release {number}: {t.source}") for t in tables)
 
 
 def assert_stopped(report: CheckReport, *checks: CheckName) -> None:
@@ -318,6 +335,64 @@ def test_a_table_of_tiny_cells(tmp_path: Path, plain: pa.Table, context: ExportC
     assert (tiny["count"] < 10).any()
     report = check(tmp_path, {"crosstab.csv": tiny.to_csv(index=False).encode()}, context)
     assert_stopped(report, CheckName.SMALL_CELLS)
+
+
+# ---------------------------------------------------------------------- releases
+def test_counts_of_a_slightly_wider_population(
+    tmp_path: Path, plain: pa.Table, context: ExportContext
+) -> None:
+    frame = plain.to_pandas()
+    adults = frame[frame["age"] != "10-19"].groupby("address").size().reset_index(name="count")
+    earlier = released(tmp_path / "r1", 1, {"adults.csv": adults.to_csv(index=False).encode()})
+    everyone = frame.groupby("address").size().reset_index(name="count")  # the teenagers too
+    files = {"people.csv": everyone.to_csv(index=False).encode()}
+    assert check(tmp_path, files, context).passed  # alone, nothing is wrong with it
+    report = check(tmp_path, files, replace(context, releases=earlier))
+    assert_stopped(report, CheckName.DIFFERENCING)
+    (finding,) = report.blocking
+    assert "release 1: adults.csv" in finding.reason and "'address'" in finding.reason
+    shown = json.dumps([f.to_dict() for f in report.findings], ensure_ascii=False)
+    assert not any(str(n) in shown for n in everyone["count"]) and "市南区" not in shown
+
+
+def test_totals_after_a_table_with_small_cells_suppressed(
+    tmp_path: Path, plain: pa.Table, context: ExportContext
+) -> None:
+    frame = plain.to_pandas()
+    bands = frame.groupby(["address", "age"]).size().reset_index(name="count")
+    bands["count"] = bands["count"].where(bands["count"] >= 10).astype("Int64")
+    suppressed = bands.to_csv(index=False, na_rep="*").encode()  # what passed before
+    assert "*" in suppressed.decode()
+    earlier = released(tmp_path / "r2", 2, {"bands.csv": suppressed})
+    totals = frame.groupby("address").size().reset_index(name="count")
+    files = {"totals.csv": totals.to_csv(index=False).encode()}
+    report = check(tmp_path, files, replace(context, releases=earlier))
+    assert_stopped(report, CheckName.DIFFERENCING)
+    assert "the earlier table's totals over 'age'" in report.blocking[0].reason
+    # the same totals after a table that suppressed nothing: nothing to subtract
+    by_sex = frame.groupby(["address", "sex"]).size().reset_index(name="count")
+    whole = released(tmp_path / "r3", 3, {"by_sex.csv": by_sex.to_csv(index=False).encode()})
+    report = check(tmp_path, files, replace(context, releases=whole))
+    assert report.passed and CheckName.DIFFERENCING in report.checks
+
+
+def test_another_applicants_release_spelled_differently(
+    tmp_path: Path, plain: pa.Table, context: ExportContext
+) -> None:
+    frame = plain.to_pandas()
+    theirs = frame.groupby(["address", "sex"]).size().reset_index(name="N")
+    theirs.columns = ["District", "Sex", "N"]
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(theirs, preserve_index=False), buffer)
+    earlier = released(tmp_path / "other", 4, {"counts.parquet": buffer.getvalue()})
+    few_visits = frame[frame["visits"] <= 8]  # leaves out the few who came nine times or more
+    ours = few_visits.groupby(["address", "sex"]).size().reset_index(name="people")
+    ours.columns = ["district ", "SEX", "people"]
+    ours["district "] = " " + ours["district "] + " "
+    files = {"visits.csv": ours.to_csv(index=False).encode()}
+    report = check(tmp_path, files, replace(context, releases=earlier))
+    assert_stopped(report, CheckName.DIFFERENCING)
+    assert "cells by 'district', 'sex'" in report.blocking[0].reason
 
 
 # ---------------------------------------------------------------------- archives

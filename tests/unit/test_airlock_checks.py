@@ -140,11 +140,12 @@ def test_the_report_round_trips_and_passes_on_review_findings_only() -> None:
 
 def test_the_report_lists_its_checks_and_what_it_lacked(tmp_path: Path) -> None:
     report = run(tmp_path, {"a.txt": "hello"})
-    assert CheckName.DIFFERENCING not in report.checks  # a later step
+    assert CheckName.DIFFERENCING not in report.checks  # no earlier releases were given
     assert CheckName.ROW_LEVEL in report.checks and report.level == "L2"
     assert report.notes == (
         "no row index was given: rows were not compared with any data",
         "no names from the source data were given",
+        "no earlier releases were given: differencing did not run",
     )
 
 
