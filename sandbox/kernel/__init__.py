@@ -7,9 +7,12 @@
 - :mod:`sandbox.kernel.provisioner` — the ``sbx-sandbox`` kernel provisioner: kernels in a
   kernel namespace, reached only through the proxy.
 - :mod:`sandbox.kernel.kernelspec` — the kernel spec and the server settings that use it.
+- :mod:`sandbox.kernel.exports` — the server extension that sends export requests to the
+  gateway and closes the server's download routes.
 
 This package runs inside the sandbox's own Python environment: it imports only the
-standard library, pyzmq, jupyter_client, traitlets and :mod:`sandbox.runtime`.
+standard library, pyzmq, jupyter_client, jupyter_server, tornado, traitlets,
+:mod:`sandbox.runtime` and :mod:`sandbox.notebook`.
 """
 
 from sandbox.kernel.record import (

@@ -5,7 +5,9 @@ them: the bubblewrap runtime's spawner at each start (bound at ``/etc/sbx/jupyte
 sandbox image once when it is built (``python -m sandbox.kernel.kernelspec``).
 ``kernel.json`` names the ``sbx-sandbox`` provisioner (:mod:`sandbox.kernel.provisioner`),
 which replaces the spec's command with the isolated one; the server settings make that
-kernel the only one, over ipc, with no terminals, no language servers and no hidden files.
+kernel the only one, over ipc, with no terminals, no language servers and no hidden files,
+and load the exports extension (:mod:`sandbox.kernel.exports`): export requests are the
+one way out, every route that would download a workspace file answers 403.
 What varies per deployment (idle culling) goes on the server's command line
 (:func:`server_arguments`).
 """
@@ -49,6 +51,7 @@ def write_kernel_spec(folder: Path, python: Path, display_name: str = "Python 3 
 
 
 CONFIG_DIR = "/etc/sbx/jupyter"  # where the server finds it inside the sandbox (read-only)
+EXPORTS_EXTENSION = "sandbox.kernel.exports"
 
 
 def server_config() -> dict[str, Any]:
@@ -56,14 +59,27 @@ def server_config() -> dict[str, Any]:
     return {
         "ServerApp": {
             "terminals_enabled": False,
-            # Language servers and terminals run programs in the server's namespace, outside
-            # the record: neither is loaded (and the server starts faster without them).
-            "jpserver_extensions": {"jupyter_lsp": False, "jupyter_server_terminals": False},
+            "jpserver_extensions": {
+                # Language servers and terminals run programs in the server's namespace,
+                # outside the record: neither is loaded (and the server starts faster).
+                "jupyter_lsp": False,
+                "jupyter_server_terminals": False,
+                # Export requests, and /nbconvert/, /view/ and binary contents closed.
+                EXPORTS_EXTENSION: True,
+            },
+            # An extension that fails to load stops the server: without the one above,
+            # files could be downloaded.
+            "reraise_server_extension_failures": True,
         },
         "MappingKernelManager": {"default_kernel_name": KERNEL_NAME},
         "KernelManager": {"transport": "ipc"},
         "KernelSpecManager": {"allowed_kernelspecs": [KERNEL_NAME], "ensure_native_kernel": False},
-        "ContentsManager": {"allow_hidden": False},
+        "ContentsManager": {
+            "allow_hidden": False,  # hidden files, the export outbox ~/.sbx/outbox among them
+            # /files/ (JupyterLab's Download, "Open in New Browser Tab") answers 403.
+            "files_handler_class": f"{EXPORTS_EXTENSION}.DownloadRefused",
+            "files_handler_params": {},
+        },
     }
 
 

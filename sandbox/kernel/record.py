@@ -109,6 +109,13 @@ def ensure_recordable(execution: Execution) -> None:
         raise NotRecorded(f"cell too large to record ({size} bytes > {MAX_CODE_BYTES}); split it")
 
 
+class Readable(Protocol):
+    """A body sent in blocks: ``read(size)`` gives at most ``size`` bytes, ``b""`` at the
+    end."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     """A redirect is an error: the token goes to the configured endpoint and nowhere else."""
 
@@ -117,9 +124,9 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 
 class BearerClient:
-    """JSON over HTTP with a bearer token, from inside the sandbox's trusted server:
-    proxies from the environment are ignored and a redirect is an error, so the token goes
-    to the configured endpoint and nowhere else."""
+    """JSON (or a file's bytes, :meth:`send`) over HTTP with a bearer token, from inside
+    the sandbox's trusted server: proxies from the environment are ignored and a redirect
+    is an error, so the token goes to the configured endpoint and nowhere else."""
 
     def __init__(self, token: str, timeout: float = 10) -> None:
         self._token = token
@@ -135,15 +142,34 @@ class BearerClient:
         """The answer's status and (at most :data:`MAX_ANSWER_BYTES` of) body; raises
         :class:`urllib.error.HTTPError` for 4xx and 5xx and :class:`OSError` when the
         endpoint cannot be reached."""
+        data = None if body is None else json.dumps(body).encode()
+        return self._open(method, url, data, {"Content-Type": "application/json"})
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        stream: Readable,
+        length: int,
+        content_type: str = "application/octet-stream",
+    ) -> tuple[int, bytes]:
+        """As :meth:`call`, with ``length`` bytes read from ``stream`` as the body, in
+        blocks (``Content-Length`` is ``length``)."""
+        headers = {"Content-Type": content_type, "Content-Length": str(length)}
+        return self._open(method, url, stream, headers)
+
+    def _open(
+        self, method: str, url: str, data: bytes | Readable | None, headers: Mapping[str, str]
+    ) -> tuple[int, bytes]:
         if not url.startswith(("http://", "https://")):
             raise ValueError("the endpoint must be an http:// or https:// URL")
         request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
             url,
-            data=None if body is None else json.dumps(body).encode(),
+            data=data,
             method=method,
             headers={
                 "Authorization": f"Bearer {self._token}",
-                "Content-Type": "application/json",
+                **headers,
                 "Accept": "application/json",
             },
         )
