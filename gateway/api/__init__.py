@@ -31,6 +31,7 @@ from gateway.api.routes import (
     agreements,
     applications,
     catalog,
+    exports,
     health,
     me,
     organizations,
@@ -45,6 +46,7 @@ from gateway.catalog.quality import UploadRejected
 from gateway.catalog.service import CatalogService
 from gateway.db import make_engine, migrate, session_factory
 from gateway.db.writes import WriteQueue
+from gateway.exports.service import ExportService
 from gateway.identity.model import Conflict, IdentityError, NotFound
 from gateway.identity.service import IdentityService
 from gateway.sandboxes.hub import HubClient
@@ -58,6 +60,7 @@ from gateway.sandboxes.service import (
 )
 from gateway.settings import Settings
 from gateway.workdays import WorkCalendar
+from sandbox.airlock import load_airlock
 from sandbox.vault import Vault
 from sandbox.views.builder import ViewBuilder
 from sandbox.views.disclosure import load_disclosure
@@ -116,6 +119,7 @@ def open_services(settings: Settings) -> Services:
         applications=applying,
         agreements=agreements,
         agreement_grants=open_agreement_grants(settings, catalog, agreements, sandboxes),
+        exports=open_exports(settings, agreements, sandboxes),
     )
 
 
@@ -191,6 +195,27 @@ def open_agreement_grants(
     )
 
 
+def open_exports(
+    settings: Settings, agreements: AgreementService, sandboxes: SandboxService
+) -> ExportService:
+    """Exports over the sandboxes' database, write queue and policy: their files in the
+    data directory, signed with the organizations' keys, checked by the airlock's policy."""
+    policies = settings.policies_dir
+    return ExportService(
+        sandboxes.sessions,
+        sandboxes.writes,
+        sandboxes.authorizer,
+        sandboxes=sandboxes,
+        keys=agreements.keys,
+        policy=load_airlock(
+            policies / "airlock.yaml", load_disclosure(policies / "disclosure.yaml")
+        ),
+        folder=settings.data_dir / "exports",
+        views_root=settings.data_dir / "views",
+        clock=lambda: sandboxes.clock(),
+    )
+
+
 def open_sandboxes(
     settings: Settings, identity: IdentityService, *, hub_transport: Any = None
 ) -> SandboxService:
@@ -241,6 +266,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         agreements.router,
         sandbox.router,
         sandbox.grants,
+        exports.from_sandbox,
+        exports.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     web.mount(app, api_prefix=API_PREFIX)

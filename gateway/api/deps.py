@@ -27,6 +27,7 @@ from gateway.applications.service import ApplicationService
 from gateway.authz import Authorizer
 from gateway.catalog.service import CatalogService
 from gateway.db.writes import WriteQueue
+from gateway.exports.service import ExportService
 from gateway.identity.model import Account, SignInFailed
 from gateway.identity.service import IdentityService
 from gateway.identity.sessions import ActiveSession, SessionService
@@ -50,6 +51,7 @@ class Services:
     applications: ApplicationService | None = None
     agreements: AgreementService | None = None
     agreement_grants: AgreementGrants | None = None
+    exports: ExportService | None = None
     browser_sessions: SessionService = field(init=False)
 
     def __post_init__(self) -> None:

@@ -16,10 +16,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: JSON requests; uploads get their own routes
 DEFAULT_MAX_UPLOAD = 64 << 30  # 64 GiB
-# Uploads, from the API and the console: datasets' versions, applications' documents (their
-# own routes stop reading at the documents' limit).
+# Uploads, from the API and the console: datasets' versions, applications' documents, the
+# files of exports (their own routes stop reading at their own limits).
 UPLOADS = re.compile(
     r"^(/api/v1/datasets|/catalog)/[^/]+/versions$|^(/api/v1)?/applications/[^/]+/attachments$"
+    r"|^/api/v1/sandbox/exports/[^/]+/files/[0-9]+$"
 )
 
 

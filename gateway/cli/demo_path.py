@@ -8,27 +8,46 @@
 3. the agreement is made from it and signed by the application unit and the operator
    with their organizations' keys;
 4. the approver grants the applicant a sandbox on the views the agreement allows, built
-   from the dataset in the vault.
+   from the dataset in the vault;
+5. in a session of that sandbox the applicant's cell (recorded before it runs) makes a
+   district table from the aggregated view and asks to export it, as the sandbox's
+   server does; the airlock checks it, the reviewer and the approver release it, and the
+   signed bundle is verified with the standalone verifier.
 
 It prints where to look at each result.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 from datetime import timedelta
+from pathlib import Path
 
+import duckdb
 from fpdf import FPDF
 
+from audit.bundle import verify_bundle
 from gateway.agreements.grants import ViewRequest
 from gateway.agreements.pdf import FONT
 from gateway.api.deps import Services
 from gateway.authz import Actor
 from gateway.catalog.service import CHINA
 from gateway.cli.common import console, short
+from gateway.exports.snapshots import Announced
 from sandbox.views.fields import FieldRule
 from sandbox.views.treatments import Treatment as T
 
 PATH_GRANT = "demo-agreement"
+APPLICANT = "applicant.wang"
+CELL = """import pandas as pd
+view = pd.read_parquet("/data/diagnoses_by_district.parquet")
+districts = view[view["address"].notna() & view["diagnosis"].isna()]
+table = districts[["address", "count", "sum_visits"]].astype({"sum_visits": "int64"})
+table.columns = ["区县", "就诊人数", "就诊次数"]
+table.to_csv("results/visits_by_district.csv", index=False)
+"""
 FIELDS = {
     "sex": "按性别比较就诊频次",
     "age": "按年龄段分析慢病负担",
@@ -146,4 +165,62 @@ def take_the_path(services: Services, actors: dict[str, Actor], dataset_id: str)
         + " (history), /api/v1/agreements/"
         + made.id
         + "/pdf (the agreement), the console's grants page (the sandbox)"
+    )
+    release_a_result(services, actors, grant.views)
+
+
+def district_table(views: Path) -> bytes:
+    """What :data:`CELL` writes, computed from the same view."""
+    rows = duckdb.execute(
+        "SELECT address, count, CAST(sum_visits AS BIGINT) FROM read_parquet(?) "
+        "WHERE address IS NOT NULL AND diagnosis IS NULL",
+        [str(views / "diagnoses_by_district.parquet")],
+    ).fetchall()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["区县", "就诊人数", "就诊次数"])
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+def release_a_result(services: Services, actors: dict[str, Actor], views: str) -> None:
+    sandboxes, exports = services.sandboxes, services.exports
+    if sandboxes is None or exports is None:
+        return
+    console.print("\n[bold]a result out of the sandbox, through the airlock[/]:")
+    started = sandboxes.start_session(APPLICANT, PATH_GRANT)
+    receipt = sandboxes.record_execution(
+        started.token, kernel="demo", message="cell-1", kind="execute", code=CELL
+    )
+    data = district_table(sandboxes.views_root / views)
+    name = "results/visits_by_district.csv"
+    request = exports.request(
+        started.token,
+        "各区县门诊就诊人数与次数汇总表（由聚合视图计算，各单元格均为数千人）。",
+        [Announced(name, len(data), hashlib.sha256(data).hexdigest())],
+    )
+    exports.receive(started.token, request.id, 0, [data])
+    checked = exports.submit(started.token, request.id)
+    sandboxes.end_session(started.session, "the demo's session is over")
+    console.print(
+        f"  cell recorded at ledger entry {receipt.seq}; export {checked.id} {checked.status} "
+        f"({checked.findings} findings, security level {checked.level})"
+    )
+    exports.decide(
+        actors["reviewer"],
+        checked.id,
+        approve=True,
+        reasons="区县层面汇总，单元格远大于最小单元格，无标识符。",
+    )
+    released = exports.decide(actors["approver"], checked.id, approve=True, reasons="同意导出")
+    bundle = exports.bundle(actors["applicant"], checked.id)
+    report = verify_bundle(bundle)
+    console.print(
+        f"  {released.status} by the reviewer and the approver; bundle {bundle} "
+        f"({'verifies' if report.ok else 'DOES NOT VERIFY'}, manifest "
+        f"sha256 {short(released.manifest_sha256 or '')})"
+    )
+    console.print(
+        f"  look: /exports/{checked.id} in the console, and check the bundle offline with "
+        f"`sbx verify-bundle {bundle} --ledger <data dir>/ledger`"
     )

@@ -542,3 +542,111 @@ class OrganizationKey(Base):
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
     public_key: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class SandboxExecution(Base):
+    """Code a session ran (a cell, an input, a command), as recorded in the ledger's
+    ``sandbox.execute`` entry of the same SHA-256: the provenance a release names. Rows
+    are only ever added."""
+
+    __tablename__ = "sandbox_executions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # in order
+    session_id: Mapped[str] = mapped_column(ForeignKey("sandbox_sessions.id"), index=True)
+    grant_id: Mapped[str] = mapped_column(String(63), index=True)
+    user_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class ExportStatus(enum.StrEnum):
+    """Where an export request is (:mod:`gateway.exports.workflow`)."""
+
+    UPLOADING = "uploading"  # files arriving from the sandbox
+    BLOCKED = "blocked"  # an automated check blocks it; it goes no further
+    REVIEW = "review"  # a reviewer's opinion
+    APPROVAL = "approval"  # an approver's decision
+    SECOND_APPROVAL = "second_approval"  # a high-risk export's second, different approver
+    RELEASED = "released"  # approved: the signed bundle is ready to download
+    REJECTED = "rejected"
+
+
+class ExportRisk(enum.StrEnum):
+    NORMAL = "normal"
+    HIGH = "high"  # two approvers
+
+
+class Export(Base):
+    """A request to take files out of a grant's sandbox (R13): the files, the airlock's
+    report, the people's decisions, and once released the signed bundle's digests."""
+
+    __tablename__ = "exports"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), index=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    session_id: Mapped[str] = mapped_column(String(32))
+    requested_by: Mapped[str] = mapped_column(String(40))
+    description: Mapped[str] = mapped_column(Text)
+    status: Mapped[ExportStatus] = mapped_column(
+        _enum(ExportStatus, "export_status"), default=ExportStatus.UPLOADING, index=True
+    )
+    risk: Mapped[ExportRisk] = mapped_column(
+        _enum(ExportRisk, "export_risk"), default=ExportRisk.NORMAL
+    )
+    level: Mapped[str] = mapped_column(String(16), default="")
+    report: Mapped[str | None] = mapped_column(Text)  # the CheckReport's JSON
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    manifest: Mapped[str | None] = mapped_column(Text)  # the signed release manifest's JSON
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64))
+    signature: Mapped[str | None] = mapped_column(Text)  # JSON: key id, public key, value
+
+
+class ExportFile(Base):
+    """One file of an export, as announced (name, size, SHA-256) and once received."""
+
+    __tablename__ = "export_files"
+
+    export_id: Mapped[str] = mapped_column(
+        ForeignKey("exports.id", ondelete="CASCADE"), primary_key=True
+    )
+    n: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    received: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ExportReview(Base):
+    """A person's step on an export: a reviewer's opinion or an approver's decision, with
+    the reasons and the risk they saw. Rows are only ever added."""
+
+    __tablename__ = "export_reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # in order
+    export_id: Mapped[str] = mapped_column(ForeignKey("exports.id"), index=True)
+    stage: Mapped[ExportStatus] = mapped_column(_enum(ExportStatus, "export_status"))
+    actor: Mapped[str] = mapped_column(String(40))
+    approve: Mapped[bool] = mapped_column(Boolean)
+    risk: Mapped[ExportRisk] = mapped_column(_enum(ExportRisk, "export_risk"))
+    reasons: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class ReleasedTable(Base):
+    """A table a release took out, in the airlock's comparable form, under each dataset
+    of the grant: later exports of the same data are compared with it (differencing)."""
+
+    __tablename__ = "released_tables"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    export_id: Mapped[str] = mapped_column(ForeignKey("exports.id"), index=True)
+    dataset_id: Mapped[str] = mapped_column(String(32), index=True)
+    organization_id: Mapped[str] = mapped_column(String(32))
+    table: Mapped[str] = mapped_column(Text)  # canonical JSON of the airlock's form
+    released_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+

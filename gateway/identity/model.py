@@ -217,15 +217,21 @@ def grants_of(session: Session) -> list[Grant]:
     return [Grant(f"user:{uid}", role, f"org:{org}") for role, uid, org in rows]
 
 
-def clean_text(value: str, what: str, max_length: int, *, empty: bool = False) -> str:
+def clean_text(
+    value: str, what: str, max_length: int, *, empty: bool = False, lines: bool = False
+) -> str:
     """``value`` stripped, if it is 1 to ``max_length`` characters (0 too if ``empty``) of
-    text; control characters and lone surrogates (which no database stores) are refused."""
+    text; control characters and lone surrogates (which no database stores) are refused,
+    but for line feeds and tabs when ``lines`` (a paragraph; ``\r\n`` becomes ``\n``)."""
     text = value.strip()
+    allowed = "\n\t" if lines else ""
+    if lines:
+        text = text.replace("\r\n", "\n")
     if not text and not empty:
         raise IdentityError(f"{what} is needed")
     if len(text) > max_length:
         raise IdentityError(f"{what} has at most {max_length} characters")
-    if any(unicodedata.category(char) in ("Cc", "Cs") for char in text):
+    if any(unicodedata.category(char) in ("Cc", "Cs") and char not in allowed for char in text):
         raise IdentityError(f"{what} may not contain control characters")
     return text
 

@@ -46,6 +46,7 @@ from gateway.db.models import (
     GrantStatus,
     Organization,
     OrganizationType,
+    SandboxExecution,
     SandboxSession,
     SandboxUid,
     User,
@@ -664,27 +665,10 @@ class SandboxService:
         if len(encoded) > MAX_CODE or code_size(code) > MAX_ESCAPED:
             raise CodeTooLarge(f"the code is larger than {MAX_CODE // 1024} KiB; split it")
         digest = hashlib.sha256(encoded).hexdigest()
-        presented = _token_hash(token)
         slot = Slot()
 
         def apply(session: Session) -> None:
-            found = session.execute(
-                select(SandboxSession, Grant)
-                .join(Grant, Grant.id == SandboxSession.grant_id)
-                .where(SandboxSession.token_hash == presented)
-            ).first()
-            if found is None or not hmac.compare_digest(found[0].token_hash, presented):
-                self.record(
-                    _entry(
-                        "anonymous",
-                        "sandbox.execute",
-                        "session:unknown",
-                        "denied",
-                        {"reason": "the session token is not valid"},
-                    )
-                )
-                raise UnknownSession("the session token is not valid")
-            row, grant = found
+            row, grant = self.session_of_token(session, token, "sandbox.execute")
             actor, what = f"user:{row.user_id}", f"session:{row.id}"
             if row.ended_at is not None:
                 ended = f"the session has ended ({row.end_reason or 'stopped'})"
@@ -701,12 +685,47 @@ class SandboxService:
                 "sha256": digest,
                 "code": code,
             }
+            session.add(
+                SandboxExecution(
+                    session_id=row.id,
+                    grant_id=grant.id,
+                    user_id=row.user_id,
+                    kind=kind,
+                    sha256=digest,
+                    code=code,
+                    recorded_at=self.clock(),
+                )
+            )
             self.record(Receipted(_entry(actor, "sandbox.execute", what, "ok", detail), slot))
 
         self.writes.run(apply)
         if slot.seq is None:
             raise RuntimeError("the write queue's audit sink does not report ledger positions")
         return Receipt(slot.seq, digest)
+
+    def session_of_token(
+        self, session: Session, token: str, action: str
+    ) -> tuple[SandboxSession, Grant]:
+        """The session holding ``token`` and its grant, ended or not; for a token of no
+        session, ``action`` is recorded as denied and :class:`UnknownSession` raised."""
+        presented = _token_hash(token)
+        found = session.execute(
+            select(SandboxSession, Grant)
+            .join(Grant, Grant.id == SandboxSession.grant_id)
+            .where(SandboxSession.token_hash == presented)
+        ).first()
+        if found is None or not hmac.compare_digest(found[0].token_hash, presented):
+            self.record(
+                _entry(
+                    "anonymous",
+                    action,
+                    "session:unknown",
+                    "denied",
+                    {"reason": "the session token is not valid"},
+                )
+            )
+            raise UnknownSession("the session token is not valid")
+        return found[0], found[1]
 
     def open_sessions(self, grant_id: str) -> int:
         """How many sessions of the grant are open (for pages and tests)."""

@@ -22,6 +22,7 @@ from gateway.api import (
     open_agreements,
     open_applications,
     open_catalog,
+    open_exports,
     open_sandboxes,
 )
 from gateway.api.deps import Services
@@ -71,6 +72,7 @@ class Gateway:
             applications=applying,
             agreements=agreements,
             agreement_grants=open_agreement_grants(settings, catalog, agreements, sandboxes),
+            exports=open_exports(settings, agreements, sandboxes),
         )
         made = self.identity.bootstrap_admin(operator_name="运营", credit_code=credit_code(1))
         assert made is not None

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from typer.testing import CliRunner
 
 from audit import ConsistencyProof, InclusionProof, Ledger
+from audit.bundle import verify_bundle
 from audit.entry import parse
 from gateway.api import open_services
 from gateway.api.deps import Services
@@ -283,6 +284,21 @@ def _check_demo_dataset(services: Services, reader: Actor, data_dir: Path) -> No
     ]
     (made,) = [e for e in entries if e["action"] == "grant.create" and "agreement" in e["detail"]]
     assert made["object"] == "grant:demo-agreement"
+    # a result out of that grant's sandbox, through the airlock, released and verifiable
+    exported = [e["action"] for e in entries if e["action"].startswith("export.")]
+    assert exported == [
+        "export.request",
+        "export.submit",
+        "export.review",
+        "export.approve",
+        "export.release",
+        "export.download",
+    ]
+    (release,) = [e for e in entries if e["action"] == "export.release"]
+    (bundle,) = (data_dir / "exports").glob("*/bundle.zip")
+    report = verify_bundle(bundle)
+    assert report.ok, report.problems
+    assert report.manifest_sha256 == release["detail"]["manifest_sha256"]
     spends = [e for e in entries if e["action"] == "privacy.spend"]
     assert [e["outcome"] for e in spends] == ["ok"]
     assert any(e["action"] == "objection.answer" for e in entries)

@@ -44,6 +44,11 @@ TABLES = {
     "application_datasets",
     "agreements",
     "organization_keys",
+    "sandbox_executions",
+    "exports",
+    "export_files",
+    "export_reviews",
+    "released_tables",
     "alembic_version",
 }
 
