@@ -4,8 +4,8 @@ for comparing later exports with.
 :func:`prepare_release` writes the provenance files and makes the manifest (outside any
 write: it hashes every file); :func:`sign_release` signs it for the approver's
 organization and records ``export.release`` in the write that records the last
-approval; :func:`keep_tables` keeps the released tables, in the airlock's comparable
-form, under each dataset the grant's views came from.
+approval; :func:`keep_tables` keeps the released tables (read by :func:`prepare_release`
+in the airlock's comparable form), under each dataset the grant's views came from.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from gateway.exports.context import GrantViews
 from gateway.exports.snapshots import ReviewSnapshot, export_snapshot
 from gateway.identity.model import _entry, _own_organization
 from sandbox.airlock import AirlockRules, released_tables
+from sandbox.airlock import ReleasedTable as ComparableTable
 
 Record = Callable[[dict[str, Any]], None]
 
@@ -48,6 +49,7 @@ class PreparedRelease:
     manifest: dict[str, Any]  # all but the signature
     files: tuple[tuple[str, Path], ...]  # (name in the bundle, where it is)
     decision: ReviewSnapshot  # the last approval, as the manifest names it
+    tables: tuple[ComparableTable, ...]  # the released tables, for differencing
 
 
 def _code(session: Session, row: Export, grant: Grant, until: Any) -> list[dict[str, Any]]:
@@ -83,9 +85,11 @@ def prepare_release(
     *,
     views: GrantViews,
     home: Path,
+    rules: AirlockRules | None,
 ) -> PreparedRelease:
-    """Write ``home/provenance`` and make the manifest of ``row``'s release, which
-    ``decision`` (the last approval) is about to make."""
+    """Write ``home/provenance``, make the manifest of ``row``'s release, which
+    ``decision`` (the last approval) is about to make, and read its tables in the
+    airlock's comparable form with ``rules`` (none without)."""
     provenance = home / "provenance"
     shutil.rmtree(provenance, ignore_errors=True)
     (provenance / "views").mkdir(mode=0o700, parents=True)
@@ -138,7 +142,9 @@ def prepare_release(
         "released_at": decision.at.isoformat(),
         "released_by": decision.actor,
     }
-    return PreparedRelease(bundle_manifest(body, files), tuple(files), decision)
+    results = [path for name, path in files if name.startswith("results/")]
+    tables = released_tables(results, root=home / "results", rules=rules) if rules else ()
+    return PreparedRelease(bundle_manifest(body, files), tuple(files), decision, tables)
 
 
 def sign_release(
@@ -183,16 +189,13 @@ def sign_release(
     )
 
 
-def keep_tables(
-    session: Session, row: Export, prepared: PreparedRelease, rules: AirlockRules, results: Path
-) -> None:
+def keep_tables(session: Session, row: Export, prepared: PreparedRelease) -> None:
     """Keep the release's tables under each dataset of its grant, each named only by the
     day it was released (the reasons a later export reads never show another unit's
     file names)."""
-    paths = [path for name, path in prepared.files if name.startswith("results/")]
     released_on = prepared.decision.at.astimezone(CHINA).date().isoformat()
     datasets = sorted({str(item["dataset"]) for item in prepared.manifest["datasets"]})
-    for table in released_tables(paths, root=results, rules=rules):
+    for table in prepared.tables:
         named = replace(table, source=f"a table released on {released_on}")
         text = canonical.encode(named.to_dict()).decode()
         for dataset_id in datasets:

@@ -467,9 +467,7 @@ class ExportService:
             )
             if release is not None:
                 sign_release(session, self.keys, self.record, actor, current, release)
-                rules = self.policy.levels.get(current.level)
-                if rules is not None:
-                    keep_tables(session, current, release, rules, self._results(export_id))
+                keep_tables(session, current, release)
             return export_snapshot(session, current)
 
         return self.writes.run(apply)
@@ -491,6 +489,7 @@ class ExportService:
                 decision,
                 views=grant_views(self.views_root, grant.views),
                 home=self._home(export_id),
+                rules=self.policy.levels.get(row.level),
             )
 
     def bundle(self, actor: Actor, export_id: str) -> Path:
