@@ -35,6 +35,7 @@ from gateway.api.routes import (
     health,
     me,
     organizations,
+    reports,
     sandbox,
     users,
 )
@@ -49,6 +50,8 @@ from gateway.db.writes import WriteQueue
 from gateway.exports.service import ExportService
 from gateway.identity.model import Conflict, IdentityError, NotFound
 from gateway.identity.service import IdentityService
+from gateway.reports.feedback import FeedbackRefused, FeedbackService
+from gateway.reports.service import ReportService
 from gateway.sandboxes.hub import HubClient
 from gateway.sandboxes.receipts import ReceiptingSink
 from gateway.sandboxes.secrets import SandboxSecrets
@@ -120,6 +123,7 @@ def open_services(settings: Settings) -> Services:
         agreements=agreements,
         agreement_grants=open_agreement_grants(settings, catalog, agreements, sandboxes),
         exports=open_exports(settings, agreements, sandboxes),
+        reports=open_reports(settings, sandboxes),
     )
 
 
@@ -216,6 +220,26 @@ def open_exports(
     )
 
 
+def open_reports(settings: Settings, sandboxes: SandboxService) -> ReportService:
+    """The operation report and the applicants' feedback over the sandboxes' database,
+    write queue, policy and clock (the grants' time); the grants' views name the datasets
+    feedback is about."""
+    feedback = FeedbackService(
+        sandboxes.sessions,
+        sandboxes.writes,
+        sandboxes.authorizer,
+        views_root=settings.data_dir / "views",
+        clock=lambda: sandboxes.clock(),
+    )
+    return ReportService(
+        sandboxes.sessions,
+        sandboxes.writes,
+        sandboxes.authorizer,
+        feedback=feedback,
+        clock=lambda: sandboxes.clock(),
+    )
+
+
 def open_sandboxes(
     settings: Settings, identity: IdentityService, *, hub_transport: Any = None
 ) -> SandboxService:
@@ -268,6 +292,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         sandbox.grants,
         exports.from_sandbox,
         exports.router,
+        reports.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     web.mount(app, api_prefix=API_PREFIX)
@@ -303,6 +328,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @app.exception_handler(NotQualified)
     async def not_qualified(_: Request, exc: NotQualified) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc), "reasons": list(exc.reasons)},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+
+    @app.exception_handler(FeedbackRefused)
+    async def feedback_refused(_: Request, exc: FeedbackRefused) -> JSONResponse:
         return JSONResponse(
             {"detail": str(exc), "reasons": list(exc.reasons)},
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,

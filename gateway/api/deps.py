@@ -31,6 +31,7 @@ from gateway.exports.service import ExportService
 from gateway.identity.model import Account, SignInFailed
 from gateway.identity.service import IdentityService
 from gateway.identity.sessions import ActiveSession, SessionService
+from gateway.reports.service import ReportService
 from gateway.sandboxes.service import SandboxService
 from gateway.settings import WebSettings
 
@@ -52,6 +53,7 @@ class Services:
     agreements: AgreementService | None = None
     agreement_grants: AgreementGrants | None = None
     exports: ExportService | None = None
+    reports: ReportService | None = None
     browser_sessions: SessionService = field(init=False)
 
     def __post_init__(self) -> None:

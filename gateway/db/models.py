@@ -650,3 +650,22 @@ class ReleasedTable(Base):
     table: Mapped[str] = mapped_column(Text)  # canonical JSON of the airlock's form
     released_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
+
+class Feedback(Base):
+    """An applicant's report after using a grant's data (R14): the data's quality (1 to
+    5, with a note), how the data was used and to what effect, and optionally a note per
+    dataset of the grant (``datasets``: JSON list of ``{"dataset_id", "quality", "note"}``)
+    for its provider. Rows are only ever added."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), index=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    submitted_by: Mapped[str] = mapped_column(String(40))
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    quality: Mapped[int] = mapped_column(Integer)
+    quality_note: Mapped[str] = mapped_column(Text)
+    usage: Mapped[str] = mapped_column(Text)
+    effect: Mapped[str] = mapped_column(Text)
+    datasets: Mapped[str] = mapped_column(Text, default="[]")

@@ -23,6 +23,7 @@ from gateway.api import (
     open_applications,
     open_catalog,
     open_exports,
+    open_reports,
     open_sandboxes,
 )
 from gateway.api.deps import Services
@@ -73,6 +74,7 @@ class Gateway:
             agreements=agreements,
             agreement_grants=open_agreement_grants(settings, catalog, agreements, sandboxes),
             exports=open_exports(settings, agreements, sandboxes),
+            reports=open_reports(settings, sandboxes),
         )
         made = self.identity.bootstrap_admin(operator_name="运营", credit_code=credit_code(1))
         assert made is not None

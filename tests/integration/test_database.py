@@ -49,6 +49,7 @@ TABLES = {
     "export_files",
     "export_reviews",
     "released_tables",
+    "feedback",
     "alembic_version",
 }
 
