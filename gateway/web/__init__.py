@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from gateway.web.deps import PageRefused
 from gateway.web.i18n import N_
-from gateway.web.pages import ROUTERS
+from gateway.web.pages import ROUTERS, exports, reports
 from gateway.web.render import render
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -27,7 +27,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 def mount(app: FastAPI, *, api_prefix: str) -> None:
     """Add the console's pages, its stylesheet and its refusal pages to ``app`` (whose
     JSON API under ``api_prefix`` keeps answering in JSON)."""
-    for router in ROUTERS:
+    for router in (*ROUTERS, exports.router, reports.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -1,0 +1,234 @@
+"""The operation report and feedback after use in the console (R14).
+
+- ``/reports``: for those with ``report:read``, the report of a period (the last full
+  month unless another is chosen) as tables, in the page's language, with its CSV and
+  PDF to download (each download recorded in the ledger);
+- ``/grants/{id}/feedback``: the feedback given on a grant, and for its applicant
+  members, once the grant has started, the form to give more.
+
+Thin pages over :class:`~gateway.reports.service.ReportService` and its
+:class:`~gateway.reports.feedback.FeedbackService`, called as the API calls them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping
+from datetime import datetime
+from typing import Annotated, TypeVar
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from gateway.agreements.pdf import PdfError
+from gateway.api.deps import Services, ServicesDep
+from gateway.catalog.service import CHINA
+from gateway.identity.model import NotFound
+from gateway.reports.feedback import (
+    MAX_QUALITY,
+    MIN_QUALITY,
+    DatasetNote,
+    FeedbackForm,
+    FeedbackRefused,
+)
+from gateway.reports.operations import ReportError, label
+from gateway.reports.service import Format, ReportService
+from gateway.web.deps import Page, Viewer
+from gateway.web.i18n import N_
+from gateway.web.pages.catalog import Failure, attempt, not_found
+from gateway.web.render import locale_of, render
+
+router = APIRouter(include_in_schema=False)
+T = TypeVar("T")
+NOTICES = {"feedback.given": N_("Thank you: the feedback was recorded.")}
+
+ReadReports = Annotated[Viewer, Depends(Page("report", "read"))]
+ReadFeedback = Annotated[Viewer, Depends(Page("feedback", "read"))]
+GiveFeedback = Annotated[Viewer, Depends(Page("feedback", "create"))]
+From = Annotated[str, Query(alias="from", max_length=10)]
+To = Annotated[str, Query(alias="to", max_length=10)]
+
+
+def reports_of(found: Services) -> ReportService:
+    if found.reports is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "this gateway has no reports")
+    return found.reports
+
+
+def _local_time(moment: datetime) -> str:
+    return moment.astimezone(CHINA).strftime("%Y-%m-%d %H:%M")
+
+
+# ---------------------------------------------------------------------- the report
+@router.get("/reports")
+def reports_page(
+    request: Request,
+    found: ServicesDep,
+    viewer: ReadReports,
+    starts_on: From = "",
+    ends_on: To = "",
+) -> Response:
+    reports = reports_of(found)
+    failure = None
+    try:
+        period = reports.period(starts_on, ends_on)
+    except ReportError as exc:
+        failure = Failure(str(exc), status.HTTP_422_UNPROCESSABLE_CONTENT)
+        period = reports.period()
+    report = reports.operations(viewer.account.actor(), period)
+    english = locale_of(request) == "en"
+
+    def name(section: str, item: str | None = None) -> str:
+        return label(section, item)[1 if english else 0]
+
+    query = urlencode(report.period.to_dict())
+    return render(
+        request,
+        "reports.html",
+        viewer=viewer,
+        report=report,
+        sections=report.sections()[1:],
+        name=name,
+        downloads={kind: f"/reports/operations.{kind}?{query}" for kind in ("csv", "pdf")},
+        failure=failure,
+        status_code=failure.status if failure else status.HTTP_200_OK,
+    )
+
+
+def _download(
+    request: Request, found: Services, viewer: Viewer, starts_on: str, ends_on: str, kind: Format
+) -> Response:
+    reports = reports_of(found)
+    try:
+        made = reports.operations_file(
+            viewer.account.actor(), reports.period(starts_on, ends_on), kind
+        )
+    except ReportError as exc:
+        heading, reason, code = N_("The request is not valid"), str(exc), 422
+    except PdfError as exc:
+        heading, reason, code = N_("The PDF cannot be made here"), str(exc), 503
+    else:
+        return Response(
+            made.content,
+            media_type=made.media_type,
+            headers={"Content-Disposition": f'attachment; filename="{made.name}"'},
+        )
+    return render(
+        request, "problem.html", viewer=viewer, heading=heading, reason=reason, status_code=code
+    )
+
+
+@router.get("/reports/operations.csv")
+def report_csv_download(
+    request: Request,
+    found: ServicesDep,
+    viewer: ReadReports,
+    starts_on: From = "",
+    ends_on: To = "",
+) -> Response:
+    return _download(request, found, viewer, starts_on, ends_on, "csv")
+
+
+@router.get("/reports/operations.pdf")
+def report_pdf_download(
+    request: Request,
+    found: ServicesDep,
+    viewer: ReadReports,
+    starts_on: From = "",
+    ends_on: To = "",
+) -> Response:
+    return _download(request, found, viewer, starts_on, ends_on, "pdf")
+
+
+# ---------------------------------------------------------------------- feedback
+def _feedback_page(
+    request: Request,
+    found: Services,
+    viewer: Viewer,
+    grant_id: str,
+    *,
+    notice: str = "",
+    failure: Failure | None = None,
+    kept: Mapping[str, str] | None = None,
+) -> Response:
+    try:
+        overview = reports_of(found).feedback.overview(viewer.account.actor(), grant_id)
+    except NotFound as exc:
+        return not_found(request, viewer, str(exc))
+    return render(
+        request,
+        "feedback.html",
+        viewer=viewer,
+        overview=overview,
+        dataset_names={dataset.id: dataset.name for dataset in overview.datasets},
+        ratings=range(MAX_QUALITY, MIN_QUALITY - 1, -1),
+        kept=kept or {},
+        local_time=_local_time,
+        notice=NOTICES.get(notice),
+        failure=failure,
+        status_code=failure.status if failure else status.HTTP_200_OK,
+        here=f"/grants/{overview.grant_id}/feedback",
+    )
+
+
+@router.get("/grants/{grant_id}/feedback")
+def feedback_page(
+    request: Request, found: ServicesDep, viewer: ReadFeedback, grant_id: str, notice: str = ""
+) -> Response:
+    return _feedback_page(request, found, viewer, grant_id, notice=notice)
+
+
+def _rating(value: str) -> int | None:
+    """A rating as chosen (none when left blank; 0, refused, when not a number)."""
+    text = value.strip()
+    if not text:
+        return None
+    return int(text) if text.isdigit() and len(text) < 3 else 0
+
+
+def _form(values: Mapping[str, str]) -> FeedbackForm:
+    """The posted form: the ratings and texts, and for each dataset of the grant (its
+    fields ``quality.<id>`` and ``note.<id>``) what was said of it, if anything."""
+    notes = []
+    for key in values:
+        if not key.startswith("quality."):
+            continue
+        dataset_id = key.removeprefix("quality.")
+        rating, note = _rating(values[key]), values.get(f"note.{dataset_id}", "")
+        if rating is not None or note.strip():
+            notes.append(DatasetNote(dataset_id, rating, note))
+    return FeedbackForm(
+        quality=_rating(values.get("quality", "")) or 0,
+        quality_note=values.get("quality_note", ""),
+        usage=values.get("usage", ""),
+        effect=values.get("effect", ""),
+        datasets=tuple(notes),
+    )
+
+
+async def _every_reason(call: Awaitable[T]) -> T | Failure:
+    """The answer, or refused feedback with every reason (the rest: :func:`attempt`)."""
+    try:
+        return await call
+    except FeedbackRefused as exc:
+        return Failure("", status.HTTP_422_UNPROCESSABLE_CONTENT, exc.reasons)
+
+
+@router.post("/grants/{grant_id}/feedback")
+async def give_feedback(
+    request: Request, found: ServicesDep, viewer: GiveFeedback, grant_id: str
+) -> Response:
+    posted = await request.form()
+    values = {key: value for key, value in posted.items() if isinstance(value, str)}
+    feedback = reports_of(found).feedback
+    given = run_in_threadpool(feedback.give, viewer.account.actor(), grant_id, _form(values))
+    done = await attempt(_every_reason(given))
+    if isinstance(done, Failure):
+        return await run_in_threadpool(
+            _feedback_page, request, found, viewer, grant_id, failure=done, kept=values
+        )
+    return RedirectResponse(
+        f"/grants/{done.grant_id}/feedback?{urlencode({'notice': 'feedback.given'})}",
+        status_code=status.HTTP_303_SEE_OTHER,
+    )
