@@ -2,7 +2,10 @@
 the gateway with JupyterHub and its proxy, the demo applicant signs in to the console in
 Chromium, opens the sandbox with no second login and lands in JupyterLab; a cell runs in
 the kernel's namespace and is in the ledger before it ran; suspending the grant stops the
-sandbox within seconds; nobody reaches the hub without the gateway's ticket."""
+sandbox within seconds; nobody reaches the hub without the gateway's ticket. And the
+whole path, each step by its person in the console: an application through its queues,
+the agreement, the grant, a cell that asks to export a table, its review and release,
+and the bundle verified offline."""
 
 from __future__ import annotations
 
@@ -18,14 +21,19 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from audit.bundle import verify_bundle
+from gateway.catalog.service import CHINA
+from gateway.cli.demo_path import commitment_letter
 from tests.conftest import REPO_ROOT
 from tests.integration.test_console_browser import CHROMIUM, CHROMIUM_ARGS, sign_in
 from tests.integration.test_serve import free_port, start, wait_for_health
@@ -215,14 +223,16 @@ async ([base, code]) => {
 """
 
 
-def open_sandbox(page: Page, platform: Platform, *, signed_in: bool = False) -> str:
+def open_sandbox(
+    page: Page, platform: Platform, *, signed_in: bool = False, grant: str = GRANT
+) -> str:
     if not signed_in:
         page.goto(platform.gateway + "/")
         sign_in(page, APPLICANT, platform.accounts[APPLICANT]["password"])
     page.goto(platform.gateway + "/grants")
-    page.locator(f"#open-sandbox-{GRANT}").click()
+    page.locator(f"#open-sandbox-{grant}").click()
     expect(page).to_have_url(
-        re.compile(rf"/user/{re.escape(APPLICANT)}/{GRANT}/lab"), timeout=90_000
+        re.compile(rf"/user/{re.escape(APPLICANT)}/{grant}/lab"), timeout=90_000
     )
     return page.url.split("/lab")[0] + "/"
 
@@ -316,3 +326,147 @@ def test_suspending_the_grant_stops_its_sandbox_within_seconds(
     stops = platform.ledger("sandbox.stop")
     assert stops and "suspend" in json.dumps(stops[-1], ensure_ascii=False)
     context.close()
+
+
+PATH_GRANT = "path-grant"
+CELL = """
+import os
+import pandas as pd
+from sandbox.notebook import request_export
+
+view = pd.read_parquet("/data/records.parquet")
+os.makedirs("results", exist_ok=True)
+view.groupby("address").size().reset_index(name="count").to_csv(
+    "results/by_district.csv", index=False
+)
+found = request_export(["results/by_district.csv"], "各区县档案数（由记录级视图汇总）")
+print("EXPORT", found.id, found.status)
+"""
+
+
+def signed_in(browser: Browser, platform: Platform, username: str) -> Page:
+    page = browser.new_context(locale="zh-CN", accept_downloads=True).new_page()
+    page.goto(platform.gateway + "/")
+    sign_in(page, username, platform.accounts[username]["password"])
+    expect(page).not_to_have_url(re.compile(r"/login"))
+    return page
+
+
+def test_the_whole_path_from_an_application_to_a_verified_release(
+    platform: Platform, browser: Browser, tmp_path: Path
+) -> None:
+    """apply → check → consent → review → approve → sign → grant → sandbox → export →
+    review → release → verify, each step by its person in the console."""
+    applicant = signed_in(browser, platform, APPLICANT)
+    reviewer = signed_in(browser, platform, "reviewer.zhao")
+    steward = signed_in(browser, platform, "steward.li")
+    approver = signed_in(browser, platform, "approver.sun")
+
+    # The applicant applies for four fields of the demo dataset, each justified.
+    applicant.goto(platform.gateway + "/applications/new")
+    chooser = applicant.locator("select[name=dataset]")
+    dataset = chooser.locator("option").nth(1).get_attribute("value") or ""
+    chooser.select_option(dataset)
+    applicant.get_by_test_id("choose-dataset").locator("button").click()
+    form = applicant.get_by_test_id("application-form")
+    for name in ("sex", "age", "address", "visits"):
+        form.locator(f"input[name=field][value={name}]").check()
+        form.locator(f'input[name="justification.{name}"]').fill("按区县、年龄段统计就诊需求")
+    form.locator("textarea[name=conditions]").fill("经伦理审查批准的健康研究，只发布汇总结果")
+    form.locator("input[name=title]").fill("社区卫生资源配置（全流程）")
+    form.locator("textarea[name=purpose]").fill("分析各区县的就诊需求")
+    form.locator("textarea[name=scenario]").fill("沙箱内汇总，只导出区县层面的表")
+    today = datetime.now(CHINA).date()
+    form.locator("input[name=starts_on]").fill(today.isoformat())
+    form.locator("input[name=ends_on]").fill((today + timedelta(days=90)).isoformat())
+    form.locator("textarea[name=security_measures]").fill("专人专岗，仅在沙箱内处理")
+    form.locator("button[type=submit]").click()
+    expect(applicant).to_have_url(re.compile(r"/applications/[0-9a-f]{32}"))
+    application = applicant.url.split("/applications/")[1].split("?")[0]
+    letter = commitment_letter("海岸线数据科技有限公司")
+    applicant.get_by_test_id("upload").locator("input[type=file]").set_input_files(
+        {"name": "承诺书.pdf", "mimeType": "application/pdf", "buffer": letter}
+    )
+    applicant.get_by_test_id("upload").locator("button[type=submit]").click()
+    applicant.get_by_test_id("submit-form").locator("button[type=submit]").click()
+    page = f"{platform.gateway}/applications/{application}"
+
+    # Formal check, the provider's consent, the opinion with its risk, the approval.
+    reviewer.goto(page)
+    reviewer.get_by_test_id("check-form").locator("button[value=yes]").click()
+    steward.goto(page)
+    steward.get_by_test_id("consent-form").locator("button[value=yes]").click()
+    reviewer.goto(page)
+    review = reviewer.get_by_test_id("review-form")
+    review.locator("textarea[name=opinion]").fill("用途明确，字段最小必要")
+    review.locator("select[name=level]").select_option(index=0)
+    for name in ("reidentification", "misuse", "measures"):
+        review.locator(f"textarea[name={name}]").fill("年龄分段、地址到区县，k=5")
+    review.locator("button[value=yes]").click()
+    approver.goto(page)
+    approver.get_by_test_id("decision-form").locator("button[value=approve]").click()
+    expect(approver.get_by_test_id("decision-form")).to_have_count(0)
+
+    # The agreement, signed by both organizations; the grant on a record-level view.
+    applicant.goto(page)
+    applicant.locator("#show-agreement").click()
+    applicant.get_by_test_id("sign-form").locator("button[type=submit]").click()
+    approver.goto(page)  # the agreement is shown now that it has been made
+    approver.get_by_test_id("sign-form").locator("button[type=submit]").click()
+    grant = approver.get_by_test_id("grant-form")
+    grant.locator("input[name=grant_id]").fill(PATH_GRANT)
+    key = f"{dataset}."
+    for name in ("sex", "visits"):
+        grant.locator(f'select[name="treatment.{key}{name}"]').select_option("keep")
+    grant.locator(f'select[name="treatment.{key}address"]').select_option("generalize")
+    grant.locator(f'select[name="to.{key}address"]').select_option("district")
+    grant.locator(f'select[name="treatment.{key}age"]').select_option("generalize")
+    grant.locator(f'select[name="to.{key}age"]').select_option("band")
+    grant.locator("button[type=submit]").click()
+    expect(approver).to_have_url(re.compile(r"/grants"), timeout=60_000)
+    expect(approver.locator(f'[data-grant="{PATH_GRANT}"]')).to_be_visible()
+
+    # In the sandbox, a cell sums the view by district and asks to export the table.
+    base = open_sandbox(applicant, platform, signed_in=True, grant=PATH_GRANT)
+    ran = applicant.evaluate(EXECUTE, [base, CELL])
+    assert ran.get("status") == "ok", ran
+    marker, export_id, status = ran["out"].strip().splitlines()[-1].split()
+    assert (marker, status) == ("EXPORT", "review"), ran["out"]
+
+    # The reviewer and the approver release it; the applicant downloads the bundle.
+    reviewer.goto(f"{platform.gateway}/exports/{export_id}")
+    opinion = reviewer.get_by_test_id("review-form")
+    opinion.locator("textarea[name=reasons]").fill("区县层面汇总，各单元格数千人")
+    opinion.locator("select[name=risk]").select_option("normal")
+    opinion.locator("button[value=approve]").click()
+    approver.goto(f"{platform.gateway}/exports/{export_id}")
+    decision = approver.get_by_test_id("decision-form")
+    decision.locator("textarea[name=reasons]").fill("同意导出")
+    decision.locator("button[value=approve]").click()
+    expect(approver.get_by_test_id("release")).to_be_visible()
+    applicant.goto(f"{platform.gateway}/exports/{export_id}")
+    with applicant.expect_download() as downloading:
+        applicant.get_by_test_id("bundle").click()
+    bundle = tmp_path / "release.zip"
+    downloading.value.save_as(bundle)
+
+    # Anyone verifies it offline, against the ledger too (once a checkpoint covers it).
+    report = verify_bundle(bundle)
+    assert report.ok, report.problems
+    assert report.manifest is not None and report.manifest["grant"]["id"] == PATH_GRANT
+    names = {item["name"] for item in report.manifest["files"]}
+    assert "results/results/by_district.csv" in names
+    code = json.loads(zipfile.ZipFile(bundle).read("files/provenance/code.json"))
+    assert any("request_export" in cell["code"] for cell in code)
+    deadline = time.monotonic() + 30
+    while True:
+        verified = platform.sbx(
+            "verify-bundle", str(bundle), "--ledger", str(platform.data / "ledger")
+        )
+        if verified.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "release recorded at seq" in verified.stdout
+    for page_ in (applicant, reviewer, steward, approver):
+        page_.context.close()
