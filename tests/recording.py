@@ -1,5 +1,6 @@
-"""A real recording endpoint on 127.0.0.1 for the executed-code record's tests: it keeps
-every request (headers and JSON body) and answers as the test's ``answer`` says."""
+"""Real HTTP endpoints on 127.0.0.1 for tests of code that calls the gateway: a
+:class:`JsonServer` keeps every request and answers as the test says; :class:`Endpoint`
+is the executed-code record's, which takes and keeps JSON bodies."""
 
 from __future__ import annotations
 
@@ -9,26 +10,29 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# (method, path, headers, body) -> (status, JSON answer or None for no body)
+Respond = Callable[[str, str, dict[str, str], bytes], tuple[int, Any]]
 Answer = Callable[[dict[str, str], dict[str, Any]], tuple[int, Any]]
 
 
-class Endpoint:
-    def __init__(self, answer: Answer) -> None:
-        self.answer = answer
-        self.received: list[tuple[dict[str, str], dict[str, Any]]] = []
-        endpoint = self
+class JsonServer:
+    """Answers POST and PUT with ``respond``'s status and JSON; ``base`` is its address."""
+
+    def __init__(self, respond: Respond) -> None:
+        self.respond = respond
+        server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - the standard library's name
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    body = {"unreadable": raw.decode(errors="replace")}
-                headers = dict(self.headers)
-                endpoint.received.append((headers, body))
-                status, payload = endpoint.answer(headers, body)
-                data = json.dumps(payload).encode()
+                self._answer()
+
+            def do_PUT(self) -> None:  # noqa: N802
+                self._answer()
+
+            def _answer(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                status, payload = server.respond(self.command, self.path, dict(self.headers), body)
+                data = b"" if payload is None else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -39,7 +43,7 @@ class Endpoint:
                 return
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/executions"
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
@@ -47,3 +51,21 @@ class Endpoint:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(5)
+
+
+class Endpoint(JsonServer):
+    """The executed-code record: keeps every request's headers and JSON body."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.received: list[tuple[dict[str, str], dict[str, Any]]] = []
+        super().__init__(self._respond)
+        self.url = f"{self.base}/api/executions"
+
+    def _respond(self, _: str, __: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any]:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {"unreadable": raw.decode(errors="replace")}
+        self.received.append((headers, body))
+        return self.answer(headers, body)

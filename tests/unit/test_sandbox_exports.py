@@ -11,7 +11,6 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +42,13 @@ from sandbox.notebook.outbox import (
     taken_file,
     write_json,
 )
+from tests.recording import JsonServer
 
 TOKEN = "session-token-0123456789"  # noqa: S105 - a test value
 EXPORT_ID = "e" * 32
 
 
-class FakeGateway:
+class FakeGateway(JsonServer):
     """The gateway's export routes on 127.0.0.1, as the contract says: it keeps every
     request (method, path, headers, body) and refuses a step when told to."""
 
@@ -58,34 +58,14 @@ class FakeGateway:
         self.announced: list[dict[str, Any]] = []
         self.refusals: dict[str, tuple[int, str]] = {}  # step -> status, detail
         self.check_hashes = True
-        gateway = self
+        super().__init__(self._keep)
+        self.api = f"{self.base}/api/v1"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the standard library's name
-                self._answer()
-
-            def do_PUT(self) -> None:  # noqa: N802
-                self._answer()
-
-            def _answer(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                headers = {key.lower(): value for key, value in self.headers.items()}
-                gateway.received.append((self.command, self.path, headers, body))
-                status, payload = gateway.answer(self.command, self.path, self.headers, body)
-                data = b"" if payload is None else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.api = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+    def _keep(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any]:
+        self.received.append((method, path, {k.lower(): v for k, v in headers.items()}, body))
+        return self.answer(method, path, headers, body)
 
     @property
     def record_url(self) -> str:
@@ -127,11 +107,6 @@ class FakeGateway:
 
     def steps(self) -> list[tuple[str, str]]:
         return [(method, path) for method, path, _, _ in self.received]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
 
 @pytest.fixture
