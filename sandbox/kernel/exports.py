@@ -7,7 +7,8 @@ export request, which the gateway checks and people review:
 - :class:`OutboxWatcher` takes each request a notebook's
   :func:`sandbox.notebook.request_export` writes into the workspace's outbox
   (:mod:`sandbox.notebook.outbox`), once, and writes the answer beside it;
-- ``POST /sbx/exports`` (:class:`ExportsHandler`) takes the same request from JupyterLab,
+- ``GET /sbx/exports`` is a page to choose workspace files and describe them without
+  code; ``POST /sbx/exports`` (:class:`ExportsHandler`) takes the same request from it,
   in the browser's own authenticated session, ``{"files": [...], "description": "..."}``,
   and answers ``201`` with the export, or an error status with ``{"message": reason}``:
   ``400`` the request itself, ``422`` the gateway refused it (its detail), ``502`` the
@@ -60,6 +61,7 @@ from jupyter_server.services.contents import handlers as contents_handlers
 from jupyter_server.utils import url_path_join
 from tornado import web
 
+from sandbox.kernel.export_page import render_page, workspace_files
 from sandbox.kernel.record import MAX_ANSWER_BYTES, MAX_REASON_CHARS, BearerClient, error_field
 from sandbox.notebook.outbox import (
     MAX_TOTAL_BYTES,
@@ -478,12 +480,21 @@ class OutboxWatcher:
 
 # ------------------------------------------------------------------ handlers
 class ExportsHandler(APIHandler):
-    """``POST /sbx/exports``: an export request from the browser's session."""
+    """``GET /sbx/exports``: the page to request one (:mod:`sandbox.kernel.export_page`);
+    ``POST /sbx/exports``: an export request from the browser's session."""
 
     auth_resource = "contents"
 
     def initialize(self, exports: WorkspaceExports) -> None:
         self.exports = exports
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        loop = asyncio.get_running_loop()
+        files = await loop.run_in_executor(None, workspace_files, self.exports.root)
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.finish(render_page(files))
 
     @web.authenticated
     @authorized

@@ -140,6 +140,12 @@ def test_no_route_downloads_a_file_but_notebooks_open_and_uploads_arrive(served:
 def test_export_requests_reach_the_gateway_from_the_browser_and_from_a_notebook(
     served: Served,
 ) -> None:
+    (served.root / ".hidden.csv").write_text(TABLE)
+    (served.root / "linked.csv").symlink_to("/etc/hostname")
+    status, page = served.call("GET", "/sbx/exports")
+    assert status == 200 and "申请导出".encode() in page
+    assert b'value="x.csv"' in page and b'value="nb.ipynb"' in page
+    assert b".hidden.csv" not in page and b"linked.csv" not in page
     asked = {"files": ["x.csv"], "description": "counts by district"}
     status, body = served.call("POST", "/sbx/exports", asked)
     assert status == 201
