@@ -238,9 +238,14 @@ class BubblewrapRuntime:
         cgroup = self.cgroup(spec)
         if cgroup is not None:
             cgroup.remove()
-        unmount_views(spec)
-        unmount_workspace(spec)
-        unmount(spec.run)
+        failures = []
+        for step in (unmount_views, unmount_workspace, lambda found: unmount(found.run)):
+            try:  # every step, whatever one of them met
+                step(spec)
+            except SandboxError as exc:
+                failures.append(str(exc))
+        if failures:
+            raise SandboxError("; ".join(failures))
 
     def _entry(self, spec: SandboxSpec, profile: Profile) -> Callable[[], None]:
         """What the child does between fork and exec: join the control groups, set its OOM

@@ -17,6 +17,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 from sandbox.runtime.spec import SandboxError, SandboxSpec
@@ -58,12 +59,21 @@ def _unescape(path: str) -> str:
     )
 
 
-def unmount(folder: Path) -> None:
-    """Unmount everything stacked on ``folder`` (idempotent)."""
+def unmount(folder: Path, *, busy_for: float = 5.0) -> None:
+    """Unmount everything stacked on ``folder`` (idempotent). A mount still busy (the
+    sandbox's last processes are being reaped) is tried again for ``busy_for`` seconds."""
+    deadline = time.monotonic() + busy_for
     for _ in range(16):
-        if not is_mounted(folder):
+        while is_mounted(folder):
+            try:
+                _run("umount", str(folder))
+                break
+            except SandboxError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+        else:
             return
-        _run("umount", str(folder))
     raise SandboxError(f"{folder} stays mounted")
 
 
