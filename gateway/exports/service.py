@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -246,7 +247,9 @@ class ExportService:
                 raise Conflict(f"file {n} has been received already")
             name, size, sha256 = announced.name, announced.bytes, announced.sha256
         results = self._results(export_id)
-        partial = results / f".incoming-{n}"
+        incoming = self._home(export_id) / "incoming"  # beside the results, never among them
+        incoming.mkdir(mode=0o700, exist_ok=True)
+        partial = incoming / f"{n}-{secrets.token_hex(8)}"  # two sends of a file never mix
         digest, seen = hashlib.sha256(), 0
         try:
             with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:

@@ -30,8 +30,6 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from diffprivlib import tools
-from diffprivlib.mechanisms import Geometric, Laplace
 
 from sandbox.views.aggregate import NUMERIC_PREFIXES
 from sandbox.views.fields import ViewSpecError, quoted, source_connection
@@ -206,6 +204,11 @@ def _answer(connection: Any, query: PrivateQuery, rows: list[dict[str, Any]]) ->
 
 
 def _statistic(query: PrivateQuery, values: np.ndarray) -> Any:
+    # diffprivlib brings scikit-learn and SciPy: two seconds that every `sbx` command and
+    # the gateway's start would pay, so it is imported where a private answer is computed
+    from diffprivlib import tools
+    from diffprivlib.mechanisms import Geometric
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # diffprivlib warns when it clips: the bounds are set
         if query.statistic is Statistic.COUNT:
@@ -230,6 +233,8 @@ def _statistic(query: PrivateQuery, values: np.ndarray) -> Any:
 def _sum(values: np.ndarray, epsilon: float, low: float, high: float) -> float:
     """The Laplace mechanism over the sum, one record changing it by at most the larger
     bound in magnitude (diffprivlib's own sum answers an empty array without noise)."""
+    from diffprivlib.mechanisms import Laplace
+
     sensitivity = max(abs(low), abs(high))
     return float(Laplace(epsilon=epsilon, sensitivity=sensitivity).randomise(float(values.sum())))
 
