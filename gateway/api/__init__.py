@@ -9,7 +9,7 @@ batches, :mod:`gateway.db.writes`) and loads the policy, recording the load.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -122,7 +122,7 @@ def open_services(settings: Settings) -> Services:
         applications=applying,
         agreements=agreements,
         agreement_grants=open_agreement_grants(settings, catalog, agreements, sandboxes),
-        exports=open_exports(settings, agreements, sandboxes),
+        exports=open_exports(settings, catalog, agreements, sandboxes),
         reports=open_reports(settings, sandboxes),
     )
 
@@ -171,14 +171,8 @@ def open_agreements(settings: Settings, applications: ApplicationService) -> Agr
     )
 
 
-def open_agreement_grants(
-    settings: Settings,
-    catalog: CatalogService,
-    agreements: AgreementService,
-    sandboxes: SandboxService,
-) -> AgreementGrants:
-    """Grants from signed agreements: the view builder over the vault, made when a grant
-    is (it alone reads the vault), the views in the data directory."""
+def view_builder(settings: Settings, catalog: CatalogService) -> Callable[[], ViewBuilder]:
+    """The view builder over the vault, made when it is needed (it alone reads the vault)."""
 
     def builder() -> ViewBuilder:
         return ViewBuilder(
@@ -189,22 +183,37 @@ def open_agreement_grants(
             catalog.writes.record,
         )
 
+    return builder
+
+
+def open_agreement_grants(
+    settings: Settings,
+    catalog: CatalogService,
+    agreements: AgreementService,
+    sandboxes: SandboxService,
+) -> AgreementGrants:
+    """Grants from signed agreements: the views built into the data directory."""
     return AgreementGrants(
         agreements,
         sandboxes,
         catalog,
-        builder,
+        view_builder(settings, catalog),
         settings.data_dir / "views",
         catalog.authorizer,
     )
 
 
 def open_exports(
-    settings: Settings, agreements: AgreementService, sandboxes: SandboxService
+    settings: Settings,
+    catalog: CatalogService,
+    agreements: AgreementService,
+    sandboxes: SandboxService,
 ) -> ExportService:
     """Exports over the sandboxes' database, write queue and policy: their files in the
-    data directory, signed with the organizations' keys, checked by the airlock's policy."""
+    data directory, signed with the organizations' keys, checked by the airlock's policy
+    against the views' rows and, through the view builder, the raw data's."""
     policies = settings.policies_dir
+    builder = view_builder(settings, catalog)
     return ExportService(
         sandboxes.sessions,
         sandboxes.writes,
@@ -216,6 +225,7 @@ def open_exports(
         ),
         folder=settings.data_dir / "exports",
         views_root=settings.data_dir / "views",
+        raw_index=lambda version: builder().raw_index(version),
         clock=lambda: sandboxes.clock(),
     )
 

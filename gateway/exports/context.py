@@ -2,8 +2,10 @@
 
 - the security level: the strictest level of the datasets its views come from (as their
   catalog entries in force say; the strictest the policy knows when one cannot be read);
-- an index of the rows of its record-level views, built once per views folder and kept
-  beside the exports (it is as sensitive as the views, and kept like them);
+- an index of the rows of its record-level views, built once per views folder, and one of
+  the raw rows of each dataset version they came from (made by the view builder, the
+  vault's only reader), both kept beside the exports (as sensitive as the views, and
+  kept like them);
 - its privacy budget left, when it has one;
 - the tables earlier releases of the same datasets took out, for this applicant and any
   other, for the differencing check.
@@ -11,10 +13,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,13 +110,40 @@ def row_index(views: GrantViews, cache: Path) -> tuple[RowIndex, ...]:
     except (OSError, RowIndexError):
         pass  # built again below
     index = build_row_index(views.record_views, label=f"the views of {views.folder.name}")
-    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
     for path, data in ((stored, index.to_bytes()), (stamp_file, stamp.encode())):
-        partial = path.with_suffix(".partial")
-        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-            out.write(data)
-        os.replace(partial, path)
+        _write_private(path, data)
     return (index,)
+
+
+def raw_indexes(
+    views: GrantViews, cache: Path, make: Callable[[str], bytes] | None
+) -> tuple[RowIndex, ...]:
+    """An index of the raw rows of each dataset version the grant's views came from,
+    made once per version by ``make`` (the view builder, the vault's only reader) and kept
+    in ``cache``; none without ``make``."""
+    if make is None:
+        return ()
+    found = []
+    for item in views.datasets:
+        version = str(item["version"])
+        stored = cache / f"raw-{hashlib.sha256(version.encode()).hexdigest()[:32]}.index"
+        try:
+            found.append(RowIndex.from_bytes(stored.read_bytes()))
+            continue
+        except (OSError, RowIndexError):
+            pass  # made below
+        data = make(version)
+        _write_private(stored, data)
+        found.append(RowIndex.from_bytes(data))
+    return tuple(found)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+        out.write(data)
+    os.replace(partial, path)
 
 
 def earlier_releases(session: Session, dataset_ids: Sequence[str]) -> tuple[ComparableTable, ...]:
@@ -148,12 +178,13 @@ def export_context(
     grant_id: str,
     views: GrantViews,
     index_cache: Path,
+    raw_index: Callable[[str], bytes] | None = None,
 ) -> ExportContext:
     dataset_ids = views.dataset_ids
     level = strictest_level(session, policy, dataset_ids)
     return ExportContext(
         rules=policy.rules(level),
-        indexes=row_index(views, index_cache),
+        indexes=row_index(views, index_cache) + raw_indexes(views, index_cache, raw_index),
         epsilon_left=epsilon_left(session, grant_id),
         policy_digest=policy.digest,
         releases=earlier_releases(session, dataset_ids),

@@ -128,6 +128,7 @@ class ExportService:
         policy: AirlockPolicy,
         folder: Path,
         views_root: Path,
+        raw_index: Callable[[str], bytes] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -140,6 +141,7 @@ class ExportService:
         self.policy = policy
         self.folder = folder
         self.views_root = views_root
+        self.raw_index = raw_index  # the view builder's index of a version's raw rows
         self.clock = clock
 
     # ------------------------------------------------------------------ plumbing
@@ -297,6 +299,7 @@ class ExportService:
                 grant_id=grant.id,
                 views=views,
                 index_cache=self.folder / "indexes",
+                raw_index=self.raw_index,
             )
             paths = [self._results(row.id) / f.name for f in files]
         report = check_export(paths, context, root=self._results(export_id))

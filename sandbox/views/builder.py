@@ -155,6 +155,29 @@ class ViewBuilder:
             shutil.rmtree(scratch, ignore_errors=True)
         return BuiltView(kind, destination, manifest_path, digest, report)
 
+    def raw_index(self, version: str, *, actor: str = "system:airlock") -> bytes:
+        """The airlock's index of the raw rows of ``version`` (only hashes: see
+        :mod:`sandbox.airlock.rowindex`), as bytes to keep, so that an export that copies
+        raw records a view never showed is found too. The reading is recorded."""
+        from sandbox.airlock.rowindex import build_row_index  # (the airlock imports views)
+
+        scratch = Path(tempfile.mkdtemp(prefix="index-", dir=self.folder))
+        try:
+            source = self._decrypt(version, scratch)
+            index = build_row_index([source], label=f"the raw data of version {version}")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        stored = self.vault.stored(version)
+        self.record(
+            {
+                "action": "airlock.index",
+                "actor": actor,
+                "object": f"dataset:{stored.dataset}",
+                "detail": {"version": stored.version, "records": index.records},
+            }
+        )
+        return index.to_bytes()
+
     def _decrypt(self, version: str, scratch: Path) -> Path:
         blocks = self.vault.blocks(version)
         first = next(blocks, b"")

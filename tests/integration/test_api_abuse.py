@@ -73,7 +73,7 @@ class Gateway:
             applications=applying,
             agreements=agreements,
             agreement_grants=open_agreement_grants(settings, catalog, agreements, sandboxes),
-            exports=open_exports(settings, agreements, sandboxes),
+            exports=open_exports(settings, catalog, agreements, sandboxes),
             reports=open_reports(settings, sandboxes),
         )
         made = self.identity.bootstrap_admin(operator_name="运营", credit_code=credit_code(1))

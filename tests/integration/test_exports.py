@@ -164,6 +164,17 @@ def test_raw_records_are_blocked_and_a_difference_from_an_earlier_release_is_cau
     assert blocked["status"] == "blocked", blocked["report"]
     assert "identifiers" in {f["check"] for f in blocked["report"]["findings"]}
     assert decide(platform, "reviewer", blocked["id"], True).status_code == 409
+    # Raw records no view shows (the cost is aggregated only), re-ordered, without any
+    # identifier: the index of the raw data finds them.
+    raw = list(csv.DictReader(io.StringIO(test_catalog.visits_csv(200).decode())))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["费用", "诊断", "日期"])
+    writer.writerows((row["cost"], row["diagnosis"], row["visit_date"]) for row in raw[::-1])
+    copied = export(platform, token, {"costs.csv": out.getvalue().encode()})
+    assert copied["status"] == "blocked", copied["report"]
+    assert "row_level" in {f["check"] for f in copied["report"]["findings"]}
+    assert any(e["action"] == "airlock.index" for e in platform.entries())
 
     first = export(platform, token, {"visits.csv": table([("市南区", 200)])})
     for who in ("reviewer", "approver"):
