@@ -226,6 +226,7 @@ def open_exports(
         folder=settings.data_dir / "exports",
         views_root=settings.data_dir / "views",
         raw_index=lambda version: builder().raw_index(version),
+        raw_values=lambda version, columns: builder().raw_values(version, columns),
         clock=lambda: sandboxes.clock(),
     )
 

@@ -6,6 +6,8 @@
   the raw rows of each dataset version they came from (made by the view builder, the
   vault's only reader), both kept beside the exports (as sensitive as the views, and
   kept like them);
+- the values of its datasets' direct identifiers that no pattern recognises (people's
+  names), read from the raw data by the view builder for each check and never kept;
 - its privacy budget left, when it has one;
 - the tables earlier releases of the same datasets took out, for this applicant and any
   other, for the differencing check.
@@ -25,6 +27,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.catalog.entry import FieldType
 from gateway.catalog.service import entry_in_force
 from gateway.db.models import Dataset, PrivacyBudget, ReleasedTable
 from gateway.identity.model import Conflict
@@ -36,6 +39,7 @@ from sandbox.airlock import (
     build_row_index,
 )
 from sandbox.airlock import ReleasedTable as ComparableTable
+from sandbox.views.treatments import SensitivityClass
 
 log = logging.getLogger(__name__)
 MICRO = 1_000_000
@@ -138,6 +142,42 @@ def raw_indexes(
     return tuple(found)
 
 
+def name_columns(session: Session, dataset_id: str) -> list[str]:
+    """The fields of the dataset's entry in force that hold people's names or other direct
+    identifiers no pattern recognises: text direct identifiers without an identifier kind."""
+    dataset = session.get(Dataset, dataset_id)
+    try:
+        entry = entry_in_force(session, dataset) if dataset is not None else None
+    except Conflict:
+        return []
+    if entry is None:
+        return []
+    return [
+        field.name
+        for field in entry.fields
+        if field.sensitivity is SensitivityClass.DIRECT_IDENTIFIER
+        and field.identifier is None
+        and field.type is FieldType.STRING
+    ]
+
+
+def source_names(
+    session: Session,
+    views: GrantViews,
+    read: Callable[[str, Sequence[str]], frozenset[str]] | None,
+) -> frozenset[str]:
+    """The values of those fields in the raw data of the grant's dataset versions, read by
+    ``read`` (the view builder) for this check only: held in memory, never kept."""
+    if read is None:
+        return frozenset()
+    found: set[str] = set()
+    for item in views.datasets:
+        columns = name_columns(session, str(item["dataset"]))
+        if columns:
+            found |= read(str(item["version"]), columns)
+    return frozenset(found)
+
+
 def _write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
@@ -179,12 +219,14 @@ def export_context(
     views: GrantViews,
     index_cache: Path,
     raw_index: Callable[[str], bytes] | None = None,
+    raw_values: Callable[[str, Sequence[str]], frozenset[str]] | None = None,
 ) -> ExportContext:
     dataset_ids = views.dataset_ids
     level = strictest_level(session, policy, dataset_ids)
     return ExportContext(
         rules=policy.rules(level),
         indexes=row_index(views, index_cache) + raw_indexes(views, index_cache, raw_index),
+        names=source_names(session, views, raw_values),
         epsilon_left=epsilon_left(session, grant_id),
         policy_digest=policy.digest,
         releases=earlier_releases(session, dataset_ids),

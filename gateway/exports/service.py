@@ -129,6 +129,7 @@ class ExportService:
         folder: Path,
         views_root: Path,
         raw_index: Callable[[str], bytes] | None = None,
+        raw_values: Callable[[str, Sequence[str]], frozenset[str]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -142,6 +143,7 @@ class ExportService:
         self.folder = folder
         self.views_root = views_root
         self.raw_index = raw_index  # the view builder's index of a version's raw rows
+        self.raw_values = raw_values  # and the values of its name-like fields
         self.clock = clock
 
     # ------------------------------------------------------------------ plumbing
@@ -300,6 +302,7 @@ class ExportService:
                 views=views,
                 index_cache=self.folder / "indexes",
                 raw_index=self.raw_index,
+                raw_values=self.raw_values,
             )
             paths = [self._results(row.id) / f.name for f in files]
         report = check_export(paths, context, root=self._results(export_id))

@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import UTC, datetime
@@ -31,7 +31,7 @@ from audit.store import write_atomic
 from sandbox.vault import VaultReader
 from sandbox.views.aggregate import AggregateViewSpec, Released, build_aggregate_view
 from sandbox.views.disclosure import DisclosurePolicy
-from sandbox.views.fields import MIN_KEY_BYTES, ViewSpecError
+from sandbox.views.fields import MIN_KEY_BYTES, ViewSpecError, quoted, source_connection
 from sandbox.views.manifest import ManifestSigner, file_sha256
 from sandbox.views.private import Budget, PrivateViewSpec, build_private_view
 from sandbox.views.record import RecordViewSpec, build_record_view
@@ -42,6 +42,7 @@ Spec = RecordViewSpec | AggregateViewSpec | PrivateViewSpec
 SECRET_FILE = "pseudonym.secret"  # noqa: S105 - a file name, not a secret
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 PARQUET_MAGIC = b"PAR1"
+MAX_RAW_VALUES = 1_000_000  # names the airlock looks for, held in memory
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,47 @@ class ViewBuilder:
             }
         )
         return index.to_bytes()
+
+    def raw_values(
+        self,
+        version: str,
+        columns: Sequence[str],
+        *,
+        limit: int = MAX_RAW_VALUES,
+        actor: str = "system:airlock",
+    ) -> frozenset[str]:
+        """The distinct values of ``columns`` in the raw data of ``version`` (at most
+        ``limit``), for the airlock to look for in an export: names of people, which no
+        pattern recognises. They are returned, never written; the reading is recorded."""
+        scratch = Path(tempfile.mkdtemp(prefix="values-", dir=self.folder))
+        values: set[str] = set()
+        try:
+            source = self._decrypt(version, scratch)
+            with source_connection(source, scratch / "source", self.memory_limit) as found:
+                connection, names, _ = found
+                for column in (c for c in columns if c in names):
+                    rows = connection.execute(
+                        f"SELECT DISTINCT CAST({quoted(column)} AS VARCHAR) FROM source "  # noqa: S608 - a quoted column name
+                        f"WHERE {quoted(column)} IS NOT NULL LIMIT ?",
+                        [max(limit - len(values), 0)],
+                    ).fetchall()
+                    values.update(str(row[0]) for row in rows)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        stored = self.vault.stored(version)
+        self.record(
+            {
+                "action": "airlock.values",
+                "actor": actor,
+                "object": f"dataset:{stored.dataset}",
+                "detail": {
+                    "version": stored.version,
+                    "columns": sorted(columns),
+                    "values": len(values),
+                },
+            }
+        )
+        return frozenset(values)
 
     def _decrypt(self, version: str, scratch: Path) -> Path:
         blocks = self.vault.blocks(version)

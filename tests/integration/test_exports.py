@@ -25,14 +25,39 @@ platform = test_catalog.platform
 DURING = datetime(2026, 11, 2, 3, 0, tzinfo=UTC)  # within the agreement's period
 
 
-def granted(platform: Platform) -> str:
-    """A grant made from a signed agreement, its views built; a session's token in it."""
-    dataset = published(platform)
+# The clinic's visits with the patients' names: a direct identifier no pattern knows.
+PATIENTS = {
+    **test_catalog.ENTRY,
+    "fields": [
+        *test_catalog.ENTRY["fields"],
+        {
+            "name": "patient",
+            "type": "string",
+            "description": "患者",
+            "sensitivity": "direct_identifier",
+        },
+    ],
+}
+NAMES = ["王秀英", "李建国", "张桂兰", "刘志强"]
+
+
+def patients_csv(rows: int = 200) -> bytes:
+    lines = test_catalog.visits_csv(rows).decode().splitlines()
+    named = [lines[0] + ",patient"] + [
+        f"{line},{NAMES[n % 4]}{n}" for n, line in enumerate(lines[1:])
+    ]
+    return ("\n".join(named) + "\n").encode()
+
+
+def granted(platform: Platform, *, names: bool = False) -> str:
+    """A grant made from a signed agreement, its views built; a session's token in it.
+    ``names``: the dataset holds the patients' names too."""
+    dataset = published(platform, PATIENTS if names else None)
     uploaded = platform.call(
         "provider_steward",
         "POST",
         f"/datasets/{dataset}/versions?filename=visits.csv",
-        content=test_catalog.visits_csv(200),
+        content=patients_csv() if names else test_catalog.visits_csv(200),
     )
     assert uploaded.status_code == 201, uploaded.text
     agreement = signed(platform, approved(platform, dataset))
@@ -159,7 +184,7 @@ def test_an_export_is_checked_reviewed_approved_twice_and_released_as_a_signed_b
 def test_raw_records_are_blocked_and_a_difference_from_an_earlier_release_is_caught(
     platform: Platform,
 ) -> None:
-    token = granted(platform)
+    token = granted(platform, names=True)
     blocked = export(platform, token, {"copy.csv": test_catalog.visits_csv(20)})
     assert blocked["status"] == "blocked", blocked["report"]
     assert "identifiers" in {f["check"] for f in blocked["report"]["findings"]}
@@ -175,6 +200,12 @@ def test_raw_records_are_blocked_and_a_difference_from_an_earlier_release_is_cau
     assert copied["status"] == "blocked", copied["report"]
     assert "row_level" in {f["check"] for f in copied["report"]["findings"]}
     assert any(e["action"] == "airlock.index" for e in platform.entries())
+    # A patient's name from the raw data, which no view holds, in a note.
+    named = export(platform, token, {"note.txt": "随访对象：李建国5，复诊两次。\n".encode()})
+    assert named["status"] == "blocked", named["report"]
+    assert "李建国5" not in json.dumps(named["report"], ensure_ascii=False)
+    read = [e for e in platform.entries() if e["action"] == "airlock.values"]
+    assert read and read[-1]["detail"]["columns"] == ["patient"]
 
     first = export(platform, token, {"visits.csv": table([("市南区", 200)])})
     for who in ("reviewer", "approver"):
