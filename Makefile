@@ -10,24 +10,31 @@ SANDBOX_STAMP := $(SANDBOX_ENV)/.installed
 NODE_STAMP    := node_modules/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test bench lint fmt docs messages clean
+.PHONY: install system-packages demo test bench lint fmt docs messages clean
 
-install: $(STAMP) $(SANDBOX_STAMP) $(NODE_STAMP)
+# The three environments are independent of each other once the Debian packages are
+# there, so they are made side by side (each one's output kept together).
+install:
+	@$(MAKE) --no-print-directory --jobs=3 --output-sync=target $(STAMP) $(SANDBOX_STAMP) $(NODE_STAMP)
+
+# Idempotent and quick when nothing is missing; order-only below, so it never forces a
+# re-install by itself.
+system-packages:
+	@scripts/install-system-packages
 
 # Re-install only when the pinned versions or the system package list change.
-$(STAMP): pyproject.toml system-packages.txt
-	scripts/install-system-packages
+$(STAMP): pyproject.toml system-packages.txt | system-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
 # The sandbox's own Python environment: rebuilt when the pins or the sandbox code change.
-$(SANDBOX_STAMP): pyproject.toml $(shell find sandbox -name '*.py')
+$(SANDBOX_STAMP): pyproject.toml $(shell find sandbox -name '*.py') | system-packages
 	scripts/install-sandbox-env
 	touch $@
 
 # JupyterHub's proxy, at the version package-lock.json pins.
-$(NODE_STAMP): package.json package-lock.json
+$(NODE_STAMP): package.json package-lock.json | system-packages
 	npm ci --no-audit --no-fund --silent
 	touch $@
 
@@ -35,7 +42,7 @@ demo: install
 	$(BIN)/sbx demo
 
 test: install
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 bench: install
 	$(BIN)/python -m bench
