@@ -61,6 +61,7 @@ docs: install
 	$(BIN)/typer gateway.cli utils docs --name sbx --output docs/reference/cli.md
 	$(BIN)/python -c 'from pathlib import Path; from gateway.settings import write_reference; write_reference(Path("docs/reference/configuration.md"))'
 	$(BIN)/python -c 'from pathlib import Path; from gateway.applications.workflow import write_diagram; write_diagram(Path("docs/explanation/applications.md"))'
+	$(BIN)/python -c 'from pathlib import Path; from gateway.reports.evaluation import write_diagram; write_diagram(Path("docs/explanation/reports.md"))'
 
 # The console's zh-CN catalogue, brought in line with the messages in use (a test fails
 # while one lacks a translation).

@@ -14,7 +14,8 @@ offline with :func:`verify_bundle`, and with :func:`ledger_problems` that the le
 published the signing key and recorded the release: ``python -m audit.bundle BUNDLE
 [--ledger DIR]``. Verification never raises for a hostile file: what it reads is bounded
 (member count, sizes, compression ratio, overlapping members) and every problem found is
-reported as a sentence.
+reported as a sentence. The zip mechanics and those defences are :mod:`audit.signedzip`'s,
+shared with evidence bundles (:mod:`audit.evidence`).
 """
 
 from __future__ import annotations
@@ -22,24 +23,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import re
-import stat
-import struct
 import sys
-import tempfile
 import zipfile
-import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from audit import canonical, entry
+from audit import canonical, entry, signedzip
 from audit.errors import InvalidEntry, KeyringError
-from audit.signing import ALGORITHM, b64decode, b64encode, check_signature, key_id_of
-from audit.store import fsync_dir
+from audit.signedzip import HEX64, MAX_ARCHIVE_BYTES, ZipCheck, copy_in, member_info
+from audit.signedzip import hash_file as hash_file
+from audit.signedzip import name_problem as name_problem
+from audit.signing import b64decode, key_id_of
 from audit.verify import entries_between, verify
 
 DOMAIN_RELEASE = b"sbx/release-bundle/v1\n"
@@ -50,24 +46,9 @@ SIGNATURE = "signature.json"
 README = "README.txt"
 FILES = "files/"
 RESERVED_KEYS = ("files", "format", "version")
-MAX_NAME_CHARS = 255
-MAX_BUNDLE_BYTES = 16 << 30  # default bound on the bytes one verification decompresses
-MAX_META_BYTES = 16 << 20  # manifest.json, signature.json, README.txt
-MAX_MEMBERS = 100_000
-MAX_RATIO = 100  # a deflated member may expand at most this much…
-RATIO_FLOOR = 1 << 20  # …once it is larger than this
-_CHUNK = 1 << 20
-_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say: no build time leaks in
-_MEMBER_MODE = (stat.S_IFREG | 0o444) << 16
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature … file name length, extra length
-_DRIVE = re.compile(r"[A-Za-z]:")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_BUNDLE_BYTES = MAX_ARCHIVE_BYTES  # default bound on the bytes one verification reads
 _KEY_ENTRY = b'{"action":"organization.key",'
 _RELEASE_ENTRY = b'{"action":"export.release",'
-_SIGNATURE_MEMBERS = {"algorithm", "domain", "key_id", "public_key", "signature"}
-# What the zip module and the decompressor raise for damaged or hostile input.
-_ZIP_ERRORS: tuple[type[Exception], ...] = (zipfile.BadZipFile, zlib.error, struct.error)
-_ZIP_ERRORS += (EOFError, OSError, ValueError, RuntimeError, ArithmeticError, LookupError)
 
 README_TEXT = """\
 sbx 发布包 / sbx release bundle
@@ -98,52 +79,7 @@ sources, so that any tool can check it independently. This file is not signed.
 """
 
 
-# ---------------------------------------------------------------------- names
-
-
-def name_problem(name: object) -> str | None:
-    """Why ``name`` cannot name a file of a bundle, or ``None`` if it can: a relative
-    POSIX path of at most 255 printable characters, without ``.``, ``..`` or empty parts."""
-    if not isinstance(name, str):
-        return "a file name must be a string"
-    shown = repr(name[:80]) + ("…" if len(name) > 80 else "")
-    if not name:
-        return "a file name must not be empty"
-    if len(name) > MAX_NAME_CHARS:
-        return f"file name {shown} is longer than {MAX_NAME_CHARS} characters"
-    if not name.isprintable():
-        return f"file name {shown} contains control or unprintable characters"
-    if "\\" in name:
-        return f"file name {shown} contains a backslash (separate folders with /)"
-    if name.startswith("/") or _DRIVE.match(name):
-        return f"file name {shown} is an absolute path"
-    parts = name.split("/")
-    if "" in parts:
-        return f"file name {shown} has an empty part (// or a trailing /)"
-    if "." in parts or ".." in parts:
-        return f"file name {shown} has a . or .. part"
-    return None
-
-
-def _climbs(name: str) -> bool:
-    """Whether a member name would land outside the folder it is extracted into."""
-    return (
-        name.startswith("/") or "\\" in name or bool(_DRIVE.match(name)) or ".." in name.split("/")
-    )
-
-
 # ---------------------------------------------------------------------- writing
-
-
-def hash_file(path: Path) -> tuple[str, int]:
-    """SHA-256 (hex) and length of a file, read in chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def bundle_manifest(body: dict[str, Any], files: Sequence[tuple[str, Path]]) -> dict[str, Any]:
@@ -174,16 +110,7 @@ def bundle_manifest(body: dict[str, Any], files: Sequence[tuple[str, Path]]) -> 
 def signature_document(signature: Mapping[str, str]) -> dict[str, str]:
     """The content of ``signature.json`` for ``signature`` (``key_id``, ``public_key``,
     ``signature``)."""
-    missing = [key for key in ("key_id", "public_key", "signature") if key not in signature]
-    if missing:
-        raise ValueError(f"the signature lacks {', '.join(missing)}")
-    return {
-        "algorithm": ALGORITHM,
-        "domain": DOMAIN_RELEASE.decode().rstrip("\n"),
-        "key_id": signature["key_id"],
-        "public_key": signature["public_key"],
-        "signature": signature["signature"],
-    }
+    return signedzip.signature_document(DOMAIN_RELEASE, signature)
 
 
 def write_bundle(
@@ -206,53 +133,18 @@ def write_bundle(
         problems.append("the files given are not the files the manifest lists")
     if problems:
         raise ValueError("cannot write the bundle: " + "; ".join(problems))
-    destination = Path(destination)
-    fd, temporary = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
-    )
-    try:
-        with os.fdopen(fd, "w+b") as handle:
-            with zipfile.ZipFile(handle, "w") as archive:
-                archive.writestr(_member(MANIFEST), canonical.encode(manifest))
-                archive.writestr(_member(SIGNATURE), canonical.encode(document))
-                archive.writestr(_member(README), README_TEXT.encode())
-                for listed in manifest["files"]:
-                    _copy_in(archive, listed, Path(by_name[listed["name"]]))
-            handle.flush()
-            os.fsync(handle.fileno())
-            handle.seek(0)
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    fsync_dir(destination.parent)
-    return digest
 
+    def fill(archive: zipfile.ZipFile) -> None:
+        archive.writestr(member_info(MANIFEST), canonical.encode(manifest))
+        archive.writestr(member_info(SIGNATURE), canonical.encode(document))
+        archive.writestr(member_info(README), README_TEXT.encode())
+        for listed in manifest["files"]:
+            path = Path(by_name[listed["name"]])
+            copy_in(
+                archive, FILES + listed["name"], path, size=listed["bytes"], sha256=listed["sha256"]
+            )
 
-def _member(name: str, size: int = 0) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name, date_time=_TIMESTAMP)
-    info.compress_type = zipfile.ZIP_STORED  # no ratio a verifier could mistake for a bomb
-    info.create_system = 3  # Unix: the mode below means what it says
-    info.external_attr = _MEMBER_MODE
-    info.file_size = size
-    return info
-
-
-def _copy_in(archive: zipfile.ZipFile, listed: dict[str, Any], path: Path) -> None:
-    name, expected = listed["name"], listed["bytes"]
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as source, archive.open(_member(FILES + name, expected), "w") as target:
-        while chunk := source.read(_CHUNK):
-            size += len(chunk)
-            if size > expected:
-                break
-            digest.update(chunk)
-            target.write(chunk)
-    if size != expected or digest.hexdigest() != listed["sha256"]:
-        raise ValueError(f"{path} changed since the manifest was made (size or SHA-256 differs)")
+    return signedzip.write_zip(Path(destination), fill)
 
 
 # ---------------------------------------------------------------------- verifying
@@ -307,7 +199,7 @@ def manifest_problems(manifest: Any) -> list[str]:
         size, digest = listed["bytes"], listed["sha256"]
         if type(size) is not int or size < 0:
             problems.append(f"manifest.json: bytes of {listed['name']!r} is not a size")
-        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        if not isinstance(digest, str) or not HEX64.fullmatch(digest):
             problems.append(f"manifest.json: sha256 of {listed['name']!r} is not 64 hex digits")
         names.append(listed["name"])
     if len(set(names)) != len(names):
@@ -317,61 +209,22 @@ def manifest_problems(manifest: Any) -> list[str]:
     return problems
 
 
-@dataclass
-class _SignatureCheck:
-    problems: list[str] = field(default_factory=list)
-    key_id: str | None = None  # when well-formed
-    public_key: str | None = None  # base64, when a well-formed key
-    trusted: bool = False
-
-
 def _check_signature(
     document: Any, manifest: Any, trusted_keys: Mapping[str, str] | None
-) -> _SignatureCheck:
+) -> signedzip.SignatureCheck:
     """Check the content of ``signature.json`` against the manifest (and the trusted
-    keys, if given)."""
-    check = _SignatureCheck()
-    problems = check.problems
-    if not isinstance(document, dict) or set(document) != _SIGNATURE_MEMBERS:
-        members = ", ".join(sorted(_SIGNATURE_MEMBERS))
-        problems.append(f"signature.json must be an object with exactly {members}")
+    keys, if given); ``trusted`` says whether the key is one of them."""
+    check = signedzip.check_signature_document(document, manifest, DOMAIN_RELEASE)
+    if trusted_keys is None or check.public_key is None:
         return check
-    if document["algorithm"] != ALGORITHM:
-        problems.append(f"signature.json: unknown algorithm {str(document['algorithm'])[:32]!r}")
-    if document["domain"] != DOMAIN_RELEASE.decode().rstrip("\n"):
-        problems.append(f"signature.json: wrong domain {str(document['domain'])[:64]!r}")
-    key_id = document["key_id"]
-    if isinstance(key_id, str) and _HEX64.fullmatch(key_id):
-        check.key_id = key_id
+    pinned = trusted_keys.get(check.key_id or "")
+    raw = b64decode(check.public_key, "public_key")
+    if pinned is None:
+        check.problems.append(f"key {check.key_id} is not one of the trusted keys")
+    elif _raw_or_none(pinned) != raw or key_id_of(raw) != check.key_id:
+        check.problems.append(f"key {check.key_id} is trusted with another public key")
     else:
-        problems.append("signature.json: key_id is not 64 hex digits")
-    try:
-        raw = b64decode(document["public_key"], "public_key")
-        if len(raw) != 32:
-            raise KeyringError("an Ed25519 public key is 32 bytes")
-    except KeyringError as exc:
-        problems.append(f"signature.json: {exc}")
-        return check
-    check.public_key = b64encode(raw)
-    if check.key_id is not None and key_id_of(raw) != key_id:
-        problems.append(
-            f"key id {key_id} does not match the public key in signature.json "
-            f"(whose id is {key_id_of(raw)})"
-        )
-    if isinstance(manifest, dict):
-        verifier = Ed25519PublicKey.from_public_bytes(raw)
-        if not check_signature(verifier, DOMAIN_RELEASE, manifest, document["signature"]):
-            problems.append("the signature does not verify: the manifest or signature was changed")
-    else:
-        problems.append("the signature cannot be checked without a readable manifest")
-    if trusted_keys is not None:
-        pinned = trusted_keys.get(check.key_id or "")
-        if pinned is None:
-            problems.append(f"key {check.key_id} is not one of the trusted keys")
-        elif _raw_or_none(pinned) != raw or key_id_of(raw) != key_id:
-            problems.append(f"key {check.key_id} is trusted with another public key")
-        else:
-            check.trusted = True
+        check.trusted = True
     return check
 
 
@@ -406,25 +259,30 @@ def verify_bundle(
     return _Verification(Path(path), trusted_keys, max_bytes).run()
 
 
+def _in_bundle(name: str) -> bool:
+    return name in (MANIFEST, SIGNATURE, README) or (
+        name.startswith(FILES) and name_problem(name[len(FILES) :]) is None
+    )
+
+
 @dataclass
 class _Verification:
     path: Path
     trusted_keys: Mapping[str, str] | None
     max_bytes: int
-    problems: list[str] = field(default_factory=list)
     manifest: Any = None
     manifest_sha256: str | None = None
     key_id: str | None = None
     public_key: str | None = None
     trusted: bool = False
+    reader: ZipCheck = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reader = ZipCheck(self.max_bytes)
 
     def run(self) -> BundleReport:
-        try:
-            with open(self.path, "rb") as raw, zipfile.ZipFile(raw) as archive:
-                self._check(archive, raw)
-        except _ZIP_ERRORS as exc:
-            self.problems.append(f"{self.path.name} is not a readable zip file: {exc}")
-        problems = tuple(dict.fromkeys(self.problems))
+        self.reader.run(self.path, self._check)
+        problems = tuple(dict.fromkeys(self.reader.problems))
         return BundleReport(
             ok=not problems,
             problems=problems,
@@ -436,169 +294,48 @@ class _Verification:
         )
 
     def _check(self, archive: zipfile.ZipFile, raw: IO[bytes]) -> None:
+        reader, problems = self.reader, self.reader.problems
         infos = archive.infolist()
-        if len(infos) > MAX_MEMBERS:
-            self.problems.append(f"the zip has {len(infos):,} members, more than {MAX_MEMBERS:,}")
+        if reader.too_many(infos):
             return
-        members = self._members(infos)
-        refused = self._refused(infos, raw)
+        holds = "a bundle holds only manifest.json, signature.json, README.txt and files/<name>"
+        members = reader.members(infos, _in_bundle, holds)
+        refused = reader.refused(infos, raw)
         metadata = {}
         for name in (MANIFEST, SIGNATURE):
             info = members.get(name)
             if info is None:
                 what = "the bundle has no manifest" if name == MANIFEST else "it is not signed"
-                self.problems.append(f"{name} is missing: {what}")
+                problems.append(f"{name} is missing: {what}")
             elif info.filename not in refused:
-                metadata[name] = self._read_small(archive, info)
+                metadata[name] = reader.read_small(archive, info)
         usable = False
         if (data := metadata.get(MANIFEST)) is not None:
             self.manifest_sha256 = hashlib.sha256(data).hexdigest()
-            self.manifest = self._decode(MANIFEST, data)
+            self.manifest = reader.decode(MANIFEST, data)
             if self.manifest is not None:
-                problems = manifest_problems(self.manifest)
-                self.problems.extend(problems)
-                usable = not problems
+                found = manifest_problems(self.manifest)
+                problems.extend(found)
+                usable = not found
         if (data := metadata.get(SIGNATURE)) is not None:
-            document = self._decode(SIGNATURE, data)
+            document = reader.decode(SIGNATURE, data)
             if document is not None:
                 check = _check_signature(document, self.manifest, self.trusted_keys)
-                self.problems.extend(check.problems)
+                problems.extend(check.problems)
                 self.key_id, self.public_key = check.key_id, check.public_key
                 self.trusted = check.trusted
         present = {n[len(FILES) :]: i for n, i in members.items() if n.startswith(FILES)}
         if not usable:
-            self.problems.append("the files cannot be checked without a valid manifest")
+            problems.append("the files cannot be checked without a valid manifest")
             return
         for listed in self.manifest["files"]:
             info = present.pop(listed["name"], None)
             if info is None:
-                self.problems.append(f"files/{listed['name']} is in the manifest but missing")
+                problems.append(f"files/{listed['name']} is in the manifest but missing")
             elif info.filename not in refused:
-                self._check_file(archive, info, listed)
+                reader.check_member(archive, info, listed["bytes"], listed["sha256"])
         for name in sorted(present):
-            self.problems.append(f"files/{name} is not in the manifest (a file was added)")
-
-    def _members(self, infos: Iterable[zipfile.ZipInfo]) -> dict[str, zipfile.ZipInfo]:
-        """The members by name; problems for names that climb, repeat or do not belong."""
-        members: dict[str, zipfile.ZipInfo] = {}
-        for info in infos:
-            name = info.filename
-            if info.orig_filename != name:
-                self.problems.append(f"member {info.orig_filename[:80]!r} has a NUL in its name")
-            elif _climbs(name):
-                self.problems.append(f"member {name[:80]!r} points outside the bundle (not read)")
-            elif name in members:
-                self.problems.append(f"member {name[:80]!r} appears twice")
-            elif name in (MANIFEST, SIGNATURE, README) or (
-                name.startswith(FILES) and name_problem(name[len(FILES) :]) is None
-            ):
-                members[name] = info
-            else:
-                self.problems.append(
-                    f"unexpected member {name[:80]!r}: a bundle holds only manifest.json, "
-                    "signature.json, README.txt and files/<name>"
-                )
-        return members
-
-    def _refused(self, infos: list[zipfile.ZipInfo], raw: IO[bytes]) -> set[str]:
-        """Members not to decompress: encrypted, unknown compression, expanding far more
-        than data does, overlapping another member (the zip bomb that expands one
-        compressed stream many times), or beyond the bytes this verification reads."""
-        refused: set[str] = set()
-        total = sum(info.file_size for info in infos)
-        if total > self.max_bytes:
-            self.problems.append(
-                f"the members would expand to {total:,} bytes, more than the {self.max_bytes:,} "
-                "this verification reads: refused as a zip bomb or an oversized bundle"
-            )
-            return {info.filename for info in infos}
-        end_of_file = raw.seek(0, os.SEEK_END)
-        spans: list[tuple[int, int, str]] = []
-        for info in infos:
-            name = info.filename[:80]
-            if info.flag_bits & 0x1 or info.compress_type not in (
-                zipfile.ZIP_STORED,
-                zipfile.ZIP_DEFLATED,
-            ):
-                self.problems.append(f"member {name!r} is encrypted or compressed unusually")
-                refused.add(info.filename)
-                continue
-            if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * info.compress_size:
-                self.problems.append(
-                    f"member {name!r} would expand from {info.compress_size:,} to "
-                    f"{info.file_size:,} bytes: refused as a zip bomb (not read)"
-                )
-                refused.add(info.filename)
-            raw.seek(info.header_offset)
-            header = raw.read(_LOCAL_HEADER.size)
-            if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
-                self.problems.append(f"member {name!r} has no local header where the zip says")
-                refused.add(info.filename)
-                continue
-            _, name_length, extra_length = _LOCAL_HEADER.unpack(header)
-            data_end = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
-            spans.append((info.header_offset, data_end + info.compress_size, info.filename))
-        spans.sort()
-        reach, reacher = 0, ""  # the furthest any member before has reached, and which
-        for start, end, name in spans:
-            if start < reach:
-                self.problems.append(
-                    f"members {reacher[:80]!r} and {name[:80]!r} overlap: refused as a zip bomb"
-                )
-                refused.update((reacher, name))
-            if end > reach:
-                reach, reacher = end, name
-        if reach > end_of_file:
-            self.problems.append("the zip is truncated: a member ends past the end of the file")
-        return refused
-
-    def _read_small(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes | None:
-        if info.file_size > MAX_META_BYTES:
-            self.problems.append(f"{info.filename} is larger than {MAX_META_BYTES:,} bytes")
-            return None
-        try:
-            with archive.open(info) as member:
-                data = member.read(MAX_META_BYTES + 1)
-        except _ZIP_ERRORS as exc:
-            self.problems.append(f"{info.filename} cannot be read: {exc}")
-            return None
-        if len(data) > MAX_META_BYTES:
-            self.problems.append(f"{info.filename} is larger than {MAX_META_BYTES:,} bytes")
-            return None
-        return data
-
-    def _decode(self, name: str, data: bytes) -> Any:
-        try:
-            return canonical.decode_canonical(data)
-        except canonical.CanonicalError as exc:
-            self.problems.append(f"{name} is not canonical JSON: {exc}")
-            return None
-
-    def _check_file(
-        self, archive: zipfile.ZipFile, info: zipfile.ZipInfo, listed: dict[str, Any]
-    ) -> None:
-        name, expected = info.filename, listed["bytes"]
-        if info.file_size != expected:
-            self.problems.append(
-                f"{name} is {info.file_size:,} bytes, the manifest says {expected:,}"
-            )
-            return
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with archive.open(info) as member:
-                while size <= expected and (chunk := member.read(_CHUNK)):
-                    size += len(chunk)
-                    digest.update(chunk)
-        except _ZIP_ERRORS as exc:
-            self.problems.append(f"{name} cannot be read: {exc}")
-            return
-        if size != expected:
-            self.problems.append(f"{name} holds {size:,} bytes, the manifest says {expected:,}")
-        elif digest.hexdigest() != listed["sha256"]:
-            self.problems.append(
-                f"{name} does not have the SHA-256 the manifest says: the file was changed"
-            )
+            problems.append(f"files/{name} is not in the manifest (a file was added)")
 
 
 # ---------------------------------------------------------------------- the ledger

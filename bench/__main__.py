@@ -1,5 +1,5 @@
-"""``python -m bench [appends|verify|proofs|authz|http|views|upload|airlock|spawn|all] [--quick]
-[--rebuild] [--markdown FILE]``."""
+"""``python -m bench [appends|verify|proofs|authz|http|views|upload|airlock|spawn|trail|all]
+[--quick] [--rebuild] [--markdown FILE]``."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmarks of the audit ledger, policy decisions, the gateway's HTTP "
-        "requests, the view builder, uploads and sandbox spawns, each against a baseline "
-        "measured in the same run. Results are written up in docs/benchmarks.md.",
+        "requests, the view builder, uploads, sandbox spawns and trail searches, each against "
+        "a baseline measured in the same run. Results are written up in docs/benchmarks.md.",
     )
     parser.add_argument(
         "what",
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             "upload",
             "airlock",
             "spawn",
+            "trail",
             "all",
         ),
     )
@@ -115,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
 
         console.rule("sandbox spawns")
         spawn.run(results, quick=args.quick)
+    if args.what in ("trail", "all"):
+        from bench import trail
+
+        console.rule("trail index")
+        trail.run(results, quick=args.quick, rebuild=args.rebuild)
     elapsed = time.perf_counter() - started
     console.print(f"done in {elapsed:.0f} s (cached ledgers in {VAR})")
 

@@ -9,7 +9,7 @@ batches, :mod:`gateway.db.writes`) and loads the policy, recording the load.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,14 +29,18 @@ from gateway.api.deps import Services, document_sign_in
 from gateway.api.limits import BodyLimit
 from gateway.api.routes import (
     agreements,
+    alerts,
     applications,
     catalog,
+    evidence,
     exports,
     health,
+    ledger,
     me,
     organizations,
     reports,
     sandbox,
+    trail,
     users,
 )
 from gateway.applications.attachments import AttachmentRefused, AttachmentStore
@@ -62,6 +66,9 @@ from gateway.sandboxes.service import (
     UnknownSession,
 )
 from gateway.settings import Settings
+from gateway.trail import Observer, TrailIndex
+from gateway.trail.alerts import AlertDetector
+from gateway.trail.evidence import EvidenceService
 from gateway.workdays import WorkCalendar
 from sandbox.airlock import load_airlock
 from sandbox.vault import Vault
@@ -111,6 +118,10 @@ def open_services(settings: Settings) -> Services:
     applying = open_applications(settings, catalog)
     agreements = open_agreements(settings, applying)
     sandboxes = open_sandboxes(settings, identity)
+    exporting = open_exports(settings, catalog, agreements, sandboxes)
+    trail_index = open_trail(
+        settings, ledger, [AlertDetector.from_policies(settings.policies_dir, catalog.calendar)]
+    )
     return Services(
         sessions=sessions,
         ledger=ledger,
@@ -122,8 +133,10 @@ def open_services(settings: Settings) -> Services:
         applications=applying,
         agreements=agreements,
         agreement_grants=open_agreement_grants(settings, catalog, agreements, sandboxes),
-        exports=open_exports(settings, catalog, agreements, sandboxes),
+        exports=exporting,
         reports=open_reports(settings, sandboxes),
+        trail=trail_index,
+        evidence=open_evidence(settings, trail_index, applying, exporting),
     )
 
 
@@ -231,6 +244,38 @@ def open_exports(
     )
 
 
+def open_trail(
+    settings: Settings, ledger: Ledger, observers: Sequence[Observer] = ()
+) -> TrailIndex:
+    """The trail index in the data directory, catching up with the ledger in the
+    background (a long ledger does not hold up start-up; each search catches up too)."""
+    index = TrailIndex(settings.data_dir / "trail.sqlite3", ledger, observers)
+    index.start_catching_up()
+    return index
+
+
+def open_evidence(
+    settings: Settings,
+    trail_index: TrailIndex,
+    applications: ApplicationService,
+    exporting: ExportService,
+) -> EvidenceService:
+    """Evidence bundles over the applications' database, write queue and policy: the
+    entries from the trail index, the documents from the attachments and the exports,
+    the bundles in the data directory."""
+    return EvidenceService(
+        applications.sessions,
+        applications.writes,
+        applications.authorizer,
+        ledger=trail_index.ledger,
+        trail=trail_index,
+        attachments=applications.attachments,
+        exports_folder=exporting.folder,
+        folder=settings.data_dir / "evidence",
+        clock=lambda: applications.clock(),
+    )
+
+
 def open_reports(settings: Settings, sandboxes: SandboxService) -> ReportService:
     """The operation report and the applicants' feedback over the sandboxes' database,
     write queue, policy and clock (the grants' time); the grants' views name the datasets
@@ -304,6 +349,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         exports.from_sandbox,
         exports.router,
         reports.router,
+        ledger.router,
+        trail.router,
+        alerts.router,
+        evidence.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     web.mount(app, api_prefix=API_PREFIX)

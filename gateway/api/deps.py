@@ -34,6 +34,8 @@ from gateway.identity.sessions import ActiveSession, SessionService
 from gateway.reports.service import ReportService
 from gateway.sandboxes.service import SandboxService
 from gateway.settings import WebSettings
+from gateway.trail import TrailIndex
+from gateway.trail.evidence import EvidenceService
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
@@ -54,6 +56,8 @@ class Services:
     agreement_grants: AgreementGrants | None = None
     exports: ExportService | None = None
     reports: ReportService | None = None
+    trail: TrailIndex | None = None
+    evidence: EvidenceService | None = None
     browser_sessions: SessionService = field(init=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +88,8 @@ class Services:
         self.writes.close()
         if self.sandboxes is not None and self.sandboxes.hub is not None:
             self.sandboxes.hub.close()
+        if self.trail is not None:
+            self.trail.close()
         self.ledger.close()
         engine = self.sessions.kw.get("bind")
         if engine is not None:

@@ -32,6 +32,7 @@ app.add_typer(sandbox_commands.app, name="sandbox")
 app.command("demo")(demo_command.demo)
 app.command("serve")(serve_command.serve)
 app.command("verify-bundle")(bundle_commands.verify_bundle_command)
+app.command("verify-evidence")(bundle_commands.verify_evidence_command)
 
 
 @app.callback()

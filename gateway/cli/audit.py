@@ -1,4 +1,5 @@
-"""``sbx audit``: append to, verify, prove, checkpoint, export and read the audit ledger."""
+"""``sbx audit``: append to, verify, prove, checkpoint, export, read and witness the audit
+ledger."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -20,6 +22,10 @@ from rich.table import Table
 
 from audit import Checkpoint, Ledger, LedgerError, canonical, entry
 from audit.verify import Report, format_report, read_witnessed, verify
+from audit.witness import Outcome
+from audit.witness import format_report as format_witness_report
+from audit.witness import witness as run_witness
+from audit.witness_sources import TOKEN_ENV, open_source
 from gateway.cli.common import (
     console,
     entry_line,
@@ -33,7 +39,8 @@ from gateway.cli.common import (
 )
 
 app = typer.Typer(
-    help="The audit ledger: append, verify, prove, checkpoint, export, tail.", no_args_is_help=True
+    help="The audit ledger: append, verify, prove, checkpoint, export, tail, witness.",
+    no_args_is_help=True,
 )
 prove_app = typer.Typer(
     help="Produce Merkle proofs against signed checkpoints.", no_args_is_help=True
@@ -289,3 +296,55 @@ def keys(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     for record in chain.records:
         table.add_row(record.key_id, str(record.from_size), format_time(record.created))
     console.print(table)
+
+
+@app.command("witness")
+def witness_command(
+    ctx: typer.Context,
+    file: Annotated[
+        Path, typer.Argument(help="Witness file: the checkpoints seen so far (FILE.pin beside it).")
+    ],
+    ledger: Annotated[
+        Path | None,
+        typer.Option(help="A ledger folder, only read (default: this deployment's ledger)."),
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="A gateway, https://… (the token from --token-env).")
+    ] = None,
+    trusted_key: Annotated[
+        str | None, typer.Option(help="The ledger's first key id, pinned at the first run.")
+    ] = None,
+    token_env: Annotated[
+        str, typer.Option(help="Environment variable holding a regulator's API token.")
+    ] = TOKEN_ENV,
+    ca_file: Annotated[
+        Path | None, typer.Option(help="CA certificates to trust for --url (PEM).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per request to --url.", min=0.1)] = 30.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Witness the ledger: detect rollback, forks and changed keys.
+
+    Checks the key chain from the pinned first key and the latest checkpoint's signature,
+    proves the last checkpoint kept in FILE consistent with it, then keeps it. Exit 0 if
+    all holds; 3 unreachable, 4 bad signature, 5 first key changed, 6 rollback, 7 fork
+    (2: the witness file or the options)."""
+    if ledger is None and url is None:
+        ledger = settings_of(ctx).ledger_dir
+    try:
+        source = open_source(
+            ledger=ledger, url=url, token_env=token_env, ca_file=ca_file, timeout=timeout
+        )
+    except ValueError as exc:
+        fail(str(exc), code=int(Outcome.UNUSABLE))
+    report = run_witness(source, file, trusted_key=trusted_key.lower() if trusted_key else None)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        first, *rest = format_witness_report(report).splitlines()
+        colour = "green" if report.outcome is Outcome.OK else "red"
+        label, _, message = first.partition(": ")
+        console.print(f"[bold {colour}]{escape(label)}[/]: {escape(message)}", soft_wrap=True)
+        for line in rest:
+            console.print(escape(line), soft_wrap=True)
+    raise typer.Exit(int(report.outcome))

@@ -29,6 +29,7 @@ import duckdb
 from fpdf import FPDF
 
 from audit.bundle import verify_bundle
+from audit.evidencecheck import verify_evidence
 from gateway.agreements.grants import ViewRequest
 from gateway.agreements.pdf import FONT
 from gateway.api.deps import Services
@@ -36,6 +37,7 @@ from gateway.authz import Actor
 from gateway.catalog.service import CHINA
 from gateway.cli.common import console, short
 from gateway.exports.snapshots import Announced
+from gateway.trail.evidence import EvidenceScope
 from sandbox.views.fields import FieldRule
 from sandbox.views.treatments import Treatment as T
 
@@ -167,6 +169,7 @@ def take_the_path(services: Services, actors: dict[str, Actor], dataset_id: str)
         + "/pdf (the agreement), the console's grants page (the sandbox)"
     )
     release_a_result(services, actors, grant.views)
+    inspect_the_grant(services, actors["regulator"])
 
 
 def district_table(views: Path) -> bytes:
@@ -223,4 +226,32 @@ def release_a_result(services: Services, actors: dict[str, Actor], views: str) -
     console.print(
         f"  look: /exports/{checked.id} in the console, and check the bundle offline with "
         f"`sbx verify-bundle {bundle} --ledger <data dir>/ledger`"
+    )
+
+
+def inspect_the_grant(services: Services, regulator: Actor) -> None:
+    """The regulator's side: the grant's whole history in the audit trail, and evidence of
+    it that verifies offline against the ledger's first key."""
+    trail, evidence = services.trail, services.evidence
+    if trail is None or evidence is None:
+        return
+    console.print("\n[bold]the regulator's workbench[/]:")
+    history = trail.history(f"grant:{PATH_GRANT}")
+    console.print(
+        f"  the grant's history: {len(history)} ledger entries, from {history[0].action} "
+        f"(entry {history[0].seq}) to {history[-1].action} (entry {history[-1].seq}); "
+        f"look: /trail/history/grant/{PATH_GRANT} in the console, where each entry's proof "
+        "is verified in the browser"
+    )
+    taken = evidence.create(regulator, EvidenceScope(grant=PATH_GRANT))
+    bundle = evidence.bundle(regulator, taken.id)
+    first_key = services.ledger.keychain().records[0].key_id
+    report = verify_evidence(bundle, trusted_keys=[first_key])
+    console.print(
+        f"  evidence {bundle}: {taken.entries} entries and {taken.documents} documents "
+        f"({'verifies' if report.ok else 'DOES NOT VERIFY'} against the ledger's first key)"
+    )
+    console.print(
+        f"  check it offline with `python -m audit.evidence {bundle} --trusted-key {first_key}`; "
+        "keep the ledger's checkpoints with `sbx audit witness <file>`; alerts: /alerts"
     )

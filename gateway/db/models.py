@@ -669,3 +669,29 @@ class Feedback(Base):
     usage: Mapped[str] = mapped_column(Text)
     effect: Mapped[str] = mapped_column(Text)
     datasets: Mapped[str] = mapped_column(Text, default="[]")
+
+
+class Verdict(enum.StrEnum):
+    """The authority's verdict on the operator's year (Qingdao §39)."""
+
+    PASS = "pass"  # noqa: S105 - 通过评估, a verdict, not a secret
+    FAIL = "fail"  # 未通过评估
+    RECTIFY = "rectify"  # 限期整改: rectified within 30 days, then evaluated again
+
+
+class OperatorVerdict(Base):
+    """A regulator's verdict on the operator's year, with its reasons; a rectification's
+    re-evaluation is the next ``round`` of the same year. Rows are only ever added."""
+
+    __tablename__ = "operator_verdicts"
+    __table_args__ = (UniqueConstraint("year", "round"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    year: Mapped[int] = mapped_column(Integer)
+    round: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[Verdict] = mapped_column(_enum(Verdict, "verdict"))
+    reasons: Mapped[str] = mapped_column(Text)
+    rectify_by: Mapped[date | None] = mapped_column(Date)  # the last day to rectify
+    figures_sha256: Mapped[str] = mapped_column(String(64))  # the figures it was given on
+    decided_by: Mapped[str] = mapped_column(String(40))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

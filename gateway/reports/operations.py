@@ -263,7 +263,7 @@ SECTION_LABELS: dict[str, tuple[str, str]] = {
     "objections": ("数据异议", "Objections"),
     "feedback": ("使用反馈", "Feedback"),
 }
-_STAGE_LABELS = {
+STAGE_LABELS = {
     "formal": ("形式审查", "Formal check"),
     "consent": ("提供单位同意", "Provider consent"),
     "review": ("实质审查", "Substantive review"),
@@ -294,7 +294,7 @@ ITEM_LABELS: dict[tuple[str, str], tuple[str, str]] = {
     ("feedback", "received"): ("收到反馈", "Received"),
     ("feedback", "average_quality"): ("数据质量平均评分（1–5）", "Average data quality (1–5)"),
 }
-for _stage, (_zh, _en) in _STAGE_LABELS.items():
+for _stage, (_zh, _en) in STAGE_LABELS.items():
     ITEM_LABELS["deadlines", f"{_stage}_met"] = (f"{_zh}：按期", f"{_en}: met")
     ITEM_LABELS["deadlines", f"{_stage}_missed"] = (f"{_zh}：超期", f"{_en}: missed")
 
@@ -350,13 +350,77 @@ def _json_text(dialect: str, value: Any, key: str) -> Any:
     return func.json_extract_path_text(value, key)
 
 
+def _submitted() -> Any:
+    """Over application events: the distinct applications submitted."""
+    events = ApplicationEvent
+    return func.count(distinct(case((events.step == str(Step.SUBMIT), events.application_id))))
+
+
+def _grant_made(period: Period) -> ColumnElement[bool]:
+    return _in(Grant.created_at, period)
+
+
+def _requested(period: Period) -> Any:
+    """Over exports: those requested in the period."""
+    return _when(_in(Export.requested_at, period))
+
+
+def _china_month(dialect: str, column: Any) -> Any:
+    """The China-time month (YYYY-MM) of a stored moment."""
+    if dialect == "sqlite":
+        return func.strftime("%Y-%m", column, "+8 hours")
+    return func.to_char(func.timezone("Asia/Shanghai", column), "YYYY-MM")
+
+
+def volumes_by_month(session: Session, period: Period) -> dict[str, tuple[int, int, int]]:
+    """Applications submitted, grants made and exports requested in ``period``, by
+    China-time month (``YYYY-MM``; months without any are left out): three of the
+    report's figures, counted as :func:`compute_report` counts them, month by month."""
+    dialect = session.get_bind().dialect.name
+    submitted = _china_month(dialect, ApplicationEvent.at)
+    made = _china_month(dialect, Grant.created_at)
+    requested = _china_month(dialect, Export.requested_at)
+    queries = (
+        select(submitted, _submitted()).where(_in(ApplicationEvent.at, period)).group_by(submitted),
+        select(made, func.count()).where(_grant_made(period)).group_by(made),
+        select(requested, _requested(period))
+        .where(_in(Export.requested_at, period))
+        .group_by(requested),
+    )
+    found: dict[str, list[int]] = {}
+    for n, query in enumerate(queries):
+        for month, count in session.execute(query):
+            found.setdefault(str(month), [0, 0, 0])[n] = int(count or 0)
+    return {month: (counts[0], counts[1], counts[2]) for month, counts in found.items()}
+
+
+def objection_counts(dialect: str, period: Period) -> tuple[Any, Any, Any, Any]:
+    """Sums over ``Objection`` rows: raised in the period; answered in it on time and
+    late (the answer's day, China time, against the deadline then in force); overdue at
+    its end (unanswered then and due before its last day, as the catalog counts them)."""
+    answered_on = _china_day(dialect, Objection.answered_at)
+    answered = _in(Objection.answered_at, period)
+    return (
+        _when(_in(Objection.raised_at, period)),
+        _when(and_(answered, answered_on <= Objection.due_on)),
+        _when(and_(answered, answered_on > Objection.due_on)),
+        _when(
+            and_(
+                Objection.raised_at < period.end,
+                or_(Objection.answered_at.is_(None), Objection.answered_at >= period.end),
+                Objection.due_on < period.ends_on,
+            )
+        ),
+    )
+
+
 def compute_report(session: Session, period: Period) -> OperationReport:
     """The figures of ``period``, counted by the database."""
     dialect = session.get_bind().dialect.name
     events = ApplicationEvent
     steps = session.execute(
         select(
-            func.count(distinct(case((events.step == str(Step.SUBMIT), events.application_id)))),
+            _submitted(),
             _when(events.step == str(Step.APPROVE)),
             _when(events.step.in_([str(step) for step in REFUSALS])),
             _when(events.step == str(Step.WITHDRAW)),
@@ -415,7 +479,7 @@ def compute_report(session: Session, period: Period) -> OperationReport:
         )
     )
 
-    grants_made = session.scalar(select(func.count()).where(_in(Grant.created_at, period)))
+    grants_made = session.scalar(select(func.count()).where(_grant_made(period)))
     suspensions = session.execute(
         select(Grant.suspended_reason, func.count())
         .where(Grant.status == GrantStatus.SUSPENDED, _in(Grant.suspended_at, period))
@@ -434,7 +498,7 @@ def compute_report(session: Session, period: Period) -> OperationReport:
     decided = _in(Export.decided_at, period)
     exports = session.execute(
         select(
-            _when(_in(Export.requested_at, period)),
+            _requested(period),
             _when(and_(Export.status == ExportStatus.BLOCKED, _in(Export.submitted_at, period))),
             _when(and_(Export.status == ExportStatus.RELEASED, decided)),
             _when(and_(Export.status == ExportStatus.REJECTED, decided)),
@@ -462,22 +526,7 @@ def compute_report(session: Session, period: Period) -> OperationReport:
         .group_by(check)
     ).all()
 
-    answered_on = _china_day(dialect, Objection.answered_at)
-    answered = _in(Objection.answered_at, period)
-    objections = session.execute(
-        select(
-            _when(_in(Objection.raised_at, period)),
-            _when(and_(answered, answered_on <= Objection.due_on)),
-            _when(and_(answered, answered_on > Objection.due_on)),
-            _when(
-                and_(
-                    Objection.raised_at < period.end,
-                    or_(Objection.answered_at.is_(None), Objection.answered_at >= period.end),
-                    Objection.due_on < period.ends_on,
-                )
-            ),
-        )
-    ).one()
+    objections = session.execute(select(*objection_counts(dialect, period))).one()
 
     feedback = session.execute(
         select(func.count(), func.coalesce(func.sum(Feedback.quality), 0)).where(

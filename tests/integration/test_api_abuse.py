@@ -22,9 +22,11 @@ from gateway.api import (
     open_agreements,
     open_applications,
     open_catalog,
+    open_evidence,
     open_exports,
     open_reports,
     open_sandboxes,
+    open_trail,
 )
 from gateway.api.deps import Services
 from gateway.authz import Authorizer
@@ -33,6 +35,7 @@ from gateway.db.models import OrganizationType
 from gateway.identity.model import Account, LockoutPolicy, SignInFailed
 from gateway.identity.service import IdentityService
 from gateway.settings import load_settings
+from gateway.trail.alerts import AlertDetector
 from tests.integration.test_identity import FAST_HASHER, Clock, credit_code
 
 API = "/api/v1"
@@ -63,6 +66,9 @@ class Gateway:
         applying = open_applications(settings, catalog)
         agreements = open_agreements(settings, applying)
         sandboxes = open_sandboxes(settings, self.identity)
+        exporting = open_exports(settings, catalog, agreements, sandboxes)
+        detector = AlertDetector.from_policies(settings.policies_dir, catalog.calendar)
+        trail = open_trail(settings, self.ledger, [detector])
         self.services = Services(
             sessions=sessions,
             ledger=self.ledger,
@@ -73,8 +79,10 @@ class Gateway:
             applications=applying,
             agreements=agreements,
             agreement_grants=open_agreement_grants(settings, catalog, agreements, sandboxes),
-            exports=open_exports(settings, catalog, agreements, sandboxes),
+            exports=exporting,
             reports=open_reports(settings, sandboxes),
+            trail=trail,
+            evidence=open_evidence(settings, trail, applying, exporting),
         )
         made = self.identity.bootstrap_admin(operator_name="运营", credit_code=credit_code(1))
         assert made is not None

@@ -241,7 +241,8 @@ def test_demo_sets_up_a_user_of_every_role_and_proves_the_ledger(tmp_path: Path)
 
 def _check_demo_dataset(services: Services, reader: Actor, data_dir: Path) -> None:
     """The demo's dataset went the whole way: published, uploaded to the vault only, and
-    turned into three views whose signed manifests are in the ledger."""
+    turned into three views whose signed manifests are in the ledger; a result released
+    from the agreement's grant, and the regulator's evidence of that grant verifying offline."""
     catalog = services.catalog
     assert catalog is not None
     (dataset,) = catalog.datasets(reader).items
@@ -302,6 +303,19 @@ def _check_demo_dataset(services: Services, reader: Actor, data_dir: Path) -> No
     spends = [e for e in entries if e["action"] == "privacy.spend"]
     assert [e["outcome"] for e in spends] == ["ok"]
     assert any(e["action"] == "objection.answer" for e in entries)
+    # the regulator's evidence of that grant, verified offline by the standalone verifier
+    (taken,) = [e for e in entries if e["action"] == "evidence.create"]
+    (evidence,) = (data_dir / "evidence").glob("*.zip")
+    assert hashlib.sha256(evidence.read_bytes()).hexdigest() == taken["detail"]["sha256"]
+    first_key = services.ledger.keychain().records[0].key_id
+    checked = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "audit.evidence", str(evidence), "--trusted-key", first_key],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "export.release" in {e["action"] for e in entries if e["seq"] < taken["seq"]}
 
 
 def test_a_damaged_checkpoint_log_stops_writers_with_a_message(data_dir: Path) -> None:

@@ -50,6 +50,7 @@ TABLES = {
     "export_reviews",
     "released_tables",
     "feedback",
+    "operator_verdicts",
     "alembic_version",
 }
 

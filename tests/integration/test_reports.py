@@ -47,8 +47,9 @@ def add_organization(platform: Platform, key: str, kind: OrganizationType, seria
 def make_history(platform: Platform) -> tuple[str, dict[str, Any]]:
     """On 29 September 2026 (China time): three applications (approved, refused with two
     reasons, waiting for its formal check) and two objections (one answered); on
-    2 November: the approved one's grant, a blocked and a released export, two pieces
-    of feedback, and the grant's suspension. The dataset's id and the blocked export."""
+    2 November: the approved one's grant, a session in it running two cells and a
+    command, a blocked and a released export, two pieces of feedback, and the grant's
+    suspension. The dataset's id and the blocked export."""
     token = granted(platform)
     [dataset] = [d["id"] for d in platform.call("applicant", "GET", "/datasets").json()["items"]]
     refused = submitted(platform, dataset)
@@ -64,6 +65,12 @@ def make_history(platform: Platform) -> tuple[str, dict[str, Any]]:
     path = f"/objections/{objections[0].json()['id']}/answer"
     assert platform.call("provider_steward", "POST", path, json=answer).status_code == 200
 
+    for n, kind in enumerate(("execute", "execute", "command")):  # two cells, one command
+        code = {"kernel": "k1", "message": f"m{n}", "kind": kind, "code": "df.groupby('district')"}
+        ran = platform.client.post(
+            "/api/v1/sandbox/executions", json=code, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert ran.status_code == 201, ran.text
     blocked = export(platform, token, {"copy.csv": test_catalog.visits_csv(20)})
     assert blocked["status"] == "blocked"
     released = export(platform, token, {"visits.csv": table([("市南区", 200)])})

@@ -1,9 +1,11 @@
-"""The operation report and feedback after use in the console, on SQLite and PostgreSQL:
-a regulator and an approver read the report in Chinese and English and download it as
-CSV and PDF, an applicant may not; an applicant member of a grant gives feedback through
-the form (refused first, with every reason), which the regulator reads.
+"""The reports and feedback after use in the console, on SQLite and PostgreSQL: a
+regulator and an approver read the operation report in Chinese and English and download
+it as CSV and PDF, an applicant may not; the annual evaluation with its charts (inline
+SVG) and the regulator's verdict through the form (refused first), which an approver
+reads but may not give; the contribution page; an applicant member of a grant gives
+feedback through the form (refused first, with every reason), which the regulator reads.
 
-One test on each database, in two parts that share the console's people and grant."""
+One test on each database, in parts that share the console's people and grant."""
 
 from __future__ import annotations
 
@@ -150,6 +152,80 @@ def give_feedback(desk: Desk) -> None:
     assert desk.client.get("/grants/absent/feedback").status_code == 404
 
 
+def chart(page: str, key: str) -> str:
+    found = re.search(rf'<svg [^>]*data-chart="{key}".*?</svg>', page, re.S)
+    assert found, key
+    return found.group(0)
+
+
+def evaluate_the_operator(desk: Desk) -> None:
+    token = desk.sign_in("chen")
+    desk.client.cookies.delete("sbx_lang")
+    page = desk.client.get("/reports/evaluation?year=2026")
+    assert page.status_code == 200, page.text
+    assert "运营单位年度评估" in page.text and 'href="/reports/contributions"' in page.text
+    volumes = chart(page.text, "volumes")
+    assert 'role="img"' in volumes and 'aria-labelledby="volumes-title volumes-desc"' in volumes
+    assert '<title id="volumes-title">2026年各月业务量</title>' in volumes
+    assert "新增授权: 1月 0, 2月 0" in volumes and "10月 0, 11月 1, 12月 0" in volumes
+    assert "<polyline" in volumes and ">月份</text>" in volumes  # a line, its axis named
+    deadlines = chart(page.text, "deadlines")
+    assert "<rect" in deadlines and "形式审查" in deadlines
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "unsafe-inline" not in policy
+    assert "style=" not in volumes and "<script" not in page.text  # nothing the policy blocks
+    assert re.search(r'data-month="2026-11"><td>2026-11</td><td>0</td><td>1</td>', page.text)
+    assert 'data-testid="verdict-form"' in page.text and "尚无评估结论" in page.text
+    assert page.text.count('name="verdict"') == 3  # pass, fail, rectify
+    desk.client.cookies.set("sbx_lang", "en")
+    english = desk.client.get("/reports/evaluation?year=2026")
+    assert "Volumes per month, 2026" in chart(english.text, "volumes")
+    assert "Grants made: Jan 0" in english.text and "Annual evaluation" in english.text
+
+    path = "/reports/evaluation/2026/verdict"
+    rectify = {"csrf_token": token, "verdict": "rectify", "reasons": "审核超期，需整改"}
+    assert desk.client.post(path, data={**rectify, "csrf_token": "x"}).status_code == 403
+    unclear = desk.client.post(path, data={**rectify, "verdict": "maybe"})
+    assert unclear.status_code == 422 and "Choose pass, fail or rectify" in unclear.text
+    blank = desk.client.post(path, data={**rectify, "reasons": "  "})
+    assert blank.status_code == 422 and "a reason for the verdict is needed" in blank.text
+    future = desk.client.post("/reports/evaluation/2027/verdict", data=rectify)
+    assert future.status_code == 422 and "between 2000 and 2026" in future.text
+    done = desk.client.post(path, data=rectify, follow_redirects=False)
+    assert done.status_code == 303, done.text
+    desk.client.cookies.delete("sbx_lang")
+    shown = desk.client.get(done.headers["location"])
+    assert "评估结论已记入审计账本" in shown.text and "审核超期，需整改" in shown.text
+    assert "2026-12-02" in shown.text  # 30 days after 2 November
+    assert shown.text.count('name="verdict"') == 2  # re-evaluated: pass or fail
+    again = desk.client.post(path, data=rectify)
+    assert again.status_code == 409 and "counts as a fail" in again.text
+    assert ("evaluation.verdict", "ok") in desk.actions()
+    wrong = desk.client.get("/reports/evaluation?year=20x6")
+    assert wrong.status_code == 422 and "four digits" in wrong.text
+
+    contributions = desk.client.get("/reports/contributions?from=2026-11-01&to=2026-11-30")
+    assert contributions.status_code == 200 and "数据贡献" in contributions.text
+    assert 'data-chart="contributions"' in contributions.text and "本期无" in contributions.text
+    csv = desk.client.get("/reports/evaluation.csv?year=2026")
+    assert csv.content.startswith(b"\xef\xbb\xbfsection,item,value")
+    assert "verdict_1,verdict,rectify" in csv.content.decode("utf-8-sig")
+    table = desk.client.get("/reports/contributions.csv?from=2026-11-01&to=2026-11-30")
+    assert table.content.startswith(b"\xef\xbb\xbflevel,id,name,provider,uploads")
+    recorded = [e for e in desk.actions() if e[0].startswith("report.")]
+    assert ("report.evaluation", "ok") in recorded and ("report.contributions", "ok") in recorded
+
+    desk.sign_in("sun")  # an approver reads it, gives no verdict
+    page = desk.client.get("/reports/evaluation?year=2026")
+    assert page.status_code == 200 and "verdict-form" not in page.text
+    assert "限期整改" in page.text
+    assert desk.client.post(path, data={**rectify, "verdict": "pass"}).status_code == 403
+    desk.sign_in("wang")  # an applicant: none of it
+    assert desk.client.get("/reports/evaluation").status_code == 403
+    assert desk.client.get("/reports/contributions").status_code == 403
+
+
 def test_the_report_is_read_and_downloaded_and_feedback_given_in_the_console(desk: Desk) -> None:
     read_the_report(desk)
+    evaluate_the_operator(desk)
     give_feedback(desk)

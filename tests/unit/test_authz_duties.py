@@ -182,7 +182,7 @@ def test_every_load_is_recorded_in_the_ledger_before_it_takes_effect(tmp_path: P
         first = authz.digest
         assert authz.reload(actor="user:adm") is False  # unchanged: nothing to record
         with open(folder / "policy.csv", "a") as handle:
-            handle.write("p, role:regulator, *, alert, acknowledge, allow\n")
+            handle.write("p, role:regulator, *, alert, mute, allow\n")
         assert authz.reload(actor="user:adm") is True
         entries = [parse(line) for _, line in ledger.entries(1)]
     assert [e["action"] for e in entries] == ["policy.load", "policy.load"]
@@ -193,7 +193,7 @@ def test_every_load_is_recorded_in_the_ledger_before_it_takes_effect(tmp_path: P
     assert set(entries[1]["detail"]["files"]) == {"model.conf", "policy.csv", "duties.toml"}
     regulator = Actor("user:r", AUTHORITY, frozenset({"regulator"}))
     authz.set_grants([Grant("user:r", "regulator", AUTHORITY)])
-    assert authz.allows(regulator, "alert", "acknowledge")
+    assert authz.allows(regulator, "alert", "mute")
 
 
 def test_a_policy_that_cannot_be_recorded_does_not_take_effect(tmp_path: Path) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from gateway.web.pages import (
     agreements,
+    alerts,
     applications,
     auth,
     catalog,
     grants,
     home,
     organizations,
+    trail,
 )
 
 ROUTERS = (
@@ -20,4 +22,6 @@ ROUTERS = (
     grants.router,
     applications.router,
     agreements.router,
+    trail.router,
+    alerts.router,
 )

@@ -1,8 +1,13 @@
-"""The operation report and feedback after use in the console (R14).
+"""The reports and feedback after use in the console (R14, R15).
 
 - ``/reports``: for those with ``report:read``, the report of a period (the last full
   month unless another is chosen) as tables, in the page's language, with its CSV and
   PDF to download (each download recorded in the ledger);
+- ``/reports/evaluation``: the operator's annual evaluation of a year, its charts and
+  tables, its CSV and PDF, the authority's verdicts so far, and for a regulator
+  (``evaluation:judge``) the form to record the verdict;
+- ``/reports/contributions``: the providers' and datasets' contribution of a period,
+  its chart, its scores with the counts behind them, and its CSV and PDF;
 - ``/grants/{id}/feedback``: the feedback given on a grant, and for its applicant
   members, once the grant has started, the form to give more.
 
@@ -12,19 +17,24 @@ Thin pages over :class:`~gateway.reports.service.ReportService` and its
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Annotated, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.responses import RedirectResponse, Response
+from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from gateway.agreements.pdf import PdfError
 from gateway.api.deps import Services, ServicesDep
 from gateway.catalog.service import CHINA
+from gateway.db.models import Verdict
 from gateway.identity.model import NotFound
+from gateway.reports import contributions as contrib
+from gateway.reports import evaluation as annual
+from gateway.reports.charts import Chart, Language, contribution_charts, evaluation_charts, svg
 from gateway.reports.feedback import (
     MAX_QUALITY,
     MIN_QUALITY,
@@ -33,21 +43,26 @@ from gateway.reports.feedback import (
     FeedbackRefused,
 )
 from gateway.reports.operations import ReportError, label
-from gateway.reports.service import Format, ReportService
+from gateway.reports.service import Format, ReportFile, ReportService
 from gateway.web.deps import Page, Viewer
 from gateway.web.i18n import N_
-from gateway.web.pages.catalog import Failure, attempt, not_found
-from gateway.web.render import locale_of, render
+from gateway.web.pages.catalog import Failure, attempt, not_found, posted
+from gateway.web.render import gettext_for, locale_of, render
 
 router = APIRouter(include_in_schema=False)
 T = TypeVar("T")
-NOTICES = {"feedback.given": N_("Thank you: the feedback was recorded.")}
+NOTICES = {
+    "feedback.given": N_("Thank you: the feedback was recorded."),
+    "verdict.given": N_("The verdict was recorded in the audit ledger."),
+}
 
 ReadReports = Annotated[Viewer, Depends(Page("report", "read"))]
 ReadFeedback = Annotated[Viewer, Depends(Page("feedback", "read"))]
 GiveFeedback = Annotated[Viewer, Depends(Page("feedback", "create"))]
+Judge = Annotated[Viewer, Depends(Page("evaluation", "judge"))]
 From = Annotated[str, Query(alias="from", max_length=10)]
 To = Annotated[str, Query(alias="to", max_length=10)]
+YearText = Annotated[str, Query(alias="year", max_length=4)]
 
 
 def reports_of(found: Services) -> ReportService:
@@ -100,10 +115,19 @@ def _download(
     request: Request, found: Services, viewer: Viewer, starts_on: str, ends_on: str, kind: Format
 ) -> Response:
     reports = reports_of(found)
-    try:
-        made = reports.operations_file(
+    return _handed(
+        request,
+        viewer,
+        lambda: reports.operations_file(
             viewer.account.actor(), reports.period(starts_on, ends_on), kind
-        )
+        ),
+    )
+
+
+def _handed(request: Request, viewer: Viewer, make: Callable[[], ReportFile]) -> Response:
+    """The file ``make`` makes, or a page saying why it cannot be made."""
+    try:
+        made = make()
     except ReportError as exc:
         heading, reason, code = N_("The request is not valid"), str(exc), 422
     except PdfError as exc:
@@ -139,6 +163,218 @@ def report_pdf_download(
     ends_on: To = "",
 ) -> Response:
     return _download(request, found, viewer, starts_on, ends_on, "pdf")
+
+
+# ---------------------------------------------------------------------- the evaluations
+def _language(request: Request) -> Language:
+    return "en" if locale_of(request) == "en" else "zh"
+
+
+def _inline(chart: Chart, language: Language) -> Markup:
+    """The chart's SVG, to be placed in the page as it is: every text in it is escaped
+    by :func:`~gateway.reports.charts.svg`."""
+    return Markup(svg(chart, language))  # noqa: S704 - its texts are escaped
+
+
+def _namer(request: Request) -> Callable[[tuple[str, str]], str]:
+    english = locale_of(request) == "en"
+    return lambda pair: pair[1 if english else 0]
+
+
+def _year(reports: ReportService, text: str) -> int:
+    """The year asked for (the default one when blank), or :class:`ReportError`."""
+    if not text:
+        return reports.year()
+    if not (text.isdigit() and len(text) == 4):
+        raise ReportError("give the year as four digits, YYYY")
+    return reports.year(int(text))
+
+
+def _evaluation_page(
+    request: Request,
+    found: Services,
+    viewer: Viewer,
+    year_text: str,
+    *,
+    notice: str = "",
+    failure: Failure | None = None,
+    kept: Mapping[str, str] | None = None,
+) -> Response:
+    reports = reports_of(found)
+    try:
+        year = _year(reports, year_text)
+    except ReportError as exc:
+        failure = failure or Failure(str(exc), status.HTTP_422_UNPROCESSABLE_CONTENT)
+        year = reports.year()
+    actor = viewer.account.actor()
+    evaluation = reports.evaluation(actor, year)
+    language, name = _language(request), _namer(request)
+    may_judge = reports.may_judge(actor) and evaluation.final is None
+    last = evaluation.verdicts[-1] if evaluation.verdicts else None
+    choices = [verdict for verdict in Verdict if annual.can_give(evaluation.verdicts, verdict)]
+    return render(
+        request,
+        "evaluation.html",
+        viewer=viewer,
+        evaluation=evaluation,
+        charts=[_inline(chart, language) for chart in evaluation_charts(evaluation)],
+        sections=evaluation.report.sections()[1:],
+        label=lambda section, item=None: name(annual.label(section, item)),
+        verdict_name=lambda verdict: name(annual.VERDICT_LABELS[str(verdict)]),
+        downloads={kind: f"/reports/evaluation.{kind}?year={year}" for kind in ("csv", "pdf")},
+        may_judge=may_judge,
+        choices=choices,
+        rectifying=last is not None and last.verdict is Verdict.RECTIFY,
+        max_reasons=annual.MAX_REASONS,
+        local_time=_local_time,
+        kept=kept or {},
+        notice=NOTICES.get(notice),
+        failure=failure,
+        status_code=failure.status if failure else status.HTTP_200_OK,
+        here=f"/reports/evaluation?year={year}",
+    )
+
+
+@router.get("/reports/evaluation")
+def evaluation_page(
+    request: Request,
+    found: ServicesDep,
+    viewer: ReadReports,
+    year: YearText = "",
+    notice: str = "",
+) -> Response:
+    return _evaluation_page(request, found, viewer, year, notice=notice)
+
+
+@router.post("/reports/evaluation/{year}/verdict")
+async def give_verdict(
+    request: Request, found: ServicesDep, viewer: Judge, year: Annotated[str, Path(max_length=4)]
+) -> Response:
+    """The regulator's verdict on the year, with reasons; refused with the reason shown."""
+    values = await posted(request, "verdict", "reasons")
+    _ = gettext_for(request)
+    verdicts = {str(item): item for item in Verdict}
+    reports = reports_of(found)
+    unclear = status.HTTP_422_UNPROCESSABLE_CONTENT
+    done: annual.VerdictRecord | Failure
+    if values["verdict"] not in verdicts:
+        done = Failure(_("Choose pass, fail or rectify."), unclear)
+    elif not (year.isdigit() and len(year) == 4):
+        done = Failure(_("The year is four digits."), unclear)
+    else:
+        done = await attempt(
+            run_in_threadpool(
+                reports.judge,
+                viewer.account.actor(),
+                int(year),
+                verdicts[values["verdict"]],
+                values["reasons"],
+            )
+        )
+    if isinstance(done, Failure):
+        return await run_in_threadpool(
+            _evaluation_page, request, found, viewer, year, failure=done, kept=values
+        )
+    return RedirectResponse(
+        f"/reports/evaluation?{urlencode({'year': done.year, 'notice': 'verdict.given'})}",
+        status_code=status.HTTP_303_SEE_OTHER,
+    )
+
+
+def _evaluation_download(
+    request: Request, found: Services, viewer: Viewer, year_text: str, kind: Format
+) -> Response:
+    reports = reports_of(found)
+    return _handed(
+        request,
+        viewer,
+        lambda: reports.evaluation_file(viewer.account.actor(), _year(reports, year_text), kind),
+    )
+
+
+@router.get("/reports/evaluation.csv")
+def evaluation_csv_download(
+    request: Request, found: ServicesDep, viewer: ReadReports, year: YearText = ""
+) -> Response:
+    return _evaluation_download(request, found, viewer, year, "csv")
+
+
+@router.get("/reports/evaluation.pdf")
+def evaluation_pdf_download(
+    request: Request, found: ServicesDep, viewer: ReadReports, year: YearText = ""
+) -> Response:
+    return _evaluation_download(request, found, viewer, year, "pdf")
+
+
+@router.get("/reports/contributions")
+def contributions_page(
+    request: Request,
+    found: ServicesDep,
+    viewer: ReadReports,
+    starts_on: From = "",
+    ends_on: To = "",
+) -> Response:
+    reports = reports_of(found)
+    failure = None
+    try:
+        period = reports.period(starts_on, ends_on)
+    except ReportError as exc:
+        failure = Failure(str(exc), status.HTTP_422_UNPROCESSABLE_CONTENT)
+        period = reports.period()
+    report = reports.contributions(viewer.account.actor(), period)
+    name = _namer(request)
+    query = urlencode(period.to_dict())
+    return render(
+        request,
+        "evaluation_contributions.html",
+        viewer=viewer,
+        report=report,
+        levels=contrib.LEVELS,
+        charts=[_inline(chart, _language(request)) for chart in contribution_charts(report)],
+        column=lambda key: name(contrib.COLUMN_LABELS[key]),
+        level_name=lambda level: name(contrib.LEVEL_LABELS[level]),
+        counts=contrib.NAMES,
+        parts=contrib.PART_NAMES,
+        scores=contrib.SCORES,
+        downloads={kind: f"/reports/contributions.{kind}?{query}" for kind in ("csv", "pdf")},
+        failure=failure,
+        status_code=failure.status if failure else status.HTTP_200_OK,
+    )
+
+
+def _contributions_download(
+    request: Request, found: Services, viewer: Viewer, starts_on: str, ends_on: str, kind: Format
+) -> Response:
+    reports = reports_of(found)
+    return _handed(
+        request,
+        viewer,
+        lambda: reports.contributions_file(
+            viewer.account.actor(), reports.period(starts_on, ends_on), kind
+        ),
+    )
+
+
+@router.get("/reports/contributions.csv")
+def contributions_csv_download(
+    request: Request,
+    found: ServicesDep,
+    viewer: ReadReports,
+    starts_on: From = "",
+    ends_on: To = "",
+) -> Response:
+    return _contributions_download(request, found, viewer, starts_on, ends_on, "csv")
+
+
+@router.get("/reports/contributions.pdf")
+def contributions_pdf_download(
+    request: Request,
+    found: ServicesDep,
+    viewer: ReadReports,
+    starts_on: From = "",
+    ends_on: To = "",
+) -> Response:
+    return _contributions_download(request, found, viewer, starts_on, ends_on, "pdf")
 
 
 # ---------------------------------------------------------------------- feedback
