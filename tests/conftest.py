@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse tests that share an id: xdist schedules by id (``--dist loadfile``), so all
+    but one of them would silently not run."""
+    repeated = sorted(nodeid for nodeid, n in Counter(i.nodeid for i in items).items() if n > 1)
+    if repeated:
+        raise pytest.UsageError(
+            "tests share an id, so only one of each would run: " + ", ".join(repeated)
+        )
 
 
 def shared_dir() -> Path:
