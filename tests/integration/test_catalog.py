@@ -23,7 +23,7 @@ from gateway.api import create_app, open_services
 from gateway.api.deps import Services
 from gateway.authz import Actor
 from gateway.db.models import OrganizationType
-from gateway.settings import load_settings
+from gateway.settings import Settings, load_settings
 from sandbox.identifiers.credit_code import check_character as code_check
 from sandbox.identifiers.resident_id import check_character as id_check
 from tests.xlsx import write_xlsx
@@ -68,9 +68,9 @@ class Platform:
         return [parse(line) for _, line in self.services.ledger.entries(1)]
 
 
-@pytest.fixture
-def platform(database_url: str, tmp_path: Path) -> Iterator[Platform]:
-    settings = load_settings(data_dir=tmp_path / "var", database_url=database_url)
+def build_platform(settings: Settings) -> Platform:
+    """An operator with a reviewer and an approver, a provider with a steward and an
+    application unit with an applicant, each with a token; the client not started yet."""
     services = open_services(settings)
     identity = services.identity
     identity.clock = lambda: NOW
@@ -103,9 +103,16 @@ def platform(database_url: str, tmp_path: Path) -> Iterator[Platform]:
             roles=(role,),
         )
         tokens[role] = identity.issue_token(account.actor(), name="tests")[1]
-    with TestClient(create_app(settings, services)) as client:
-        yield Platform(client, services, tokens, organizations, admin)
-    services.close()
+    client = TestClient(create_app(settings, services))
+    return Platform(client, services, tokens, organizations, admin)
+
+
+@pytest.fixture
+def platform(database_url: str, tmp_path: Path) -> Iterator[Platform]:
+    made = build_platform(load_settings(data_dir=tmp_path / "var", database_url=database_url))
+    with made.client:
+        yield made
+    made.services.close()
 
 
 ENTRY: dict[str, Any] = {

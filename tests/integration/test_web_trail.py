@@ -25,16 +25,15 @@ from typing import Any
 
 import pytest
 import uvicorn
-from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, Route, expect
 
-from gateway.api import create_app, open_services
+from gateway.api import create_app
 from gateway.catalog.service import CHINA
-from gateway.db.models import OrganizationType
 from gateway.settings import load_settings
 from gateway.web.pages.trail import china_time
 from tests.integration import test_console_browser
-from tests.integration.test_catalog import NOW, Platform, credit_code
+from tests.integration.test_catalog import Platform
+from tests.integration.test_catalog import build_platform as catalog_platform
 from tests.integration.test_console_browser import sign_in
 from tests.integration.test_exports import decide, export, granted, table
 from tests.integration.test_serve import free_port
@@ -61,39 +60,7 @@ class World:
 def build_platform(root: Path) -> tuple[Platform, Any]:
     """The people and organizations of test_catalog's ``platform`` fixture, on SQLite."""
     settings = load_settings(data_dir=root / "var", database_url=f"sqlite:///{root / 'sbx.db'}")
-    services = open_services(settings)
-    identity = services.identity
-    identity.clock = lambda: NOW
-    assert services.catalog is not None
-    services.catalog.clock = lambda: NOW
-    made = identity.bootstrap_admin(operator_name="运营", credit_code=credit_code(1))
-    assert made is not None
-    admin = made[0].actor()
-    organizations = {"operator": made[0].organization_id}
-    for kind, name, serial in (
-        (OrganizationType.PROVIDER, "青岛市卫生健康委员会", 2),
-        (OrganizationType.APPLICATION_UNIT, "海尔数据科技有限公司", 3),
-    ):
-        organizations[kind.value] = identity.create_organization(
-            admin, kind=kind, name=name, credit_code=credit_code(serial)
-        ).id
-    tokens = {}
-    for role, organization in (
-        ("provider_steward", organizations["provider"]),
-        ("applicant", organizations["application_unit"]),
-        ("reviewer", organizations["operator"]),
-        ("approver", organizations["operator"]),
-    ):
-        account, _ = identity.create_user(
-            admin,
-            organization_id=organization,
-            username=role.replace("_", "."),
-            display_name=role,
-            roles=(role,),
-        )
-        tokens[role] = identity.issue_token(account.actor(), name="tests")[1]
-    client = TestClient(create_app(settings, services))
-    return Platform(client, services, tokens, organizations, admin), settings
+    return catalog_platform(settings), settings
 
 
 @pytest.fixture(scope="module")

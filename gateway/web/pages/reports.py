@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
@@ -42,7 +42,7 @@ from gateway.reports.feedback import (
     FeedbackForm,
     FeedbackRefused,
 )
-from gateway.reports.operations import ReportError, label
+from gateway.reports.operations import Period, ReportError, label
 from gateway.reports.service import Format, ReportFile, ReportService
 from gateway.web.deps import Page, Viewer
 from gateway.web.i18n import N_
@@ -85,12 +85,7 @@ def reports_page(
     ends_on: To = "",
 ) -> Response:
     reports = reports_of(found)
-    failure = None
-    try:
-        period = reports.period(starts_on, ends_on)
-    except ReportError as exc:
-        failure = Failure(str(exc), status.HTTP_422_UNPROCESSABLE_CONTENT)
-        period = reports.period()
+    period, failure = _period(reports, starts_on, ends_on)
     report = reports.operations(viewer.account.actor(), period)
     english = locale_of(request) == "en"
 
@@ -111,16 +106,29 @@ def reports_page(
     )
 
 
+def _period(reports: ReportService, starts_on: str, ends_on: str) -> tuple[Period, Failure | None]:
+    """The period asked for, or the default one and why the one asked for is not valid."""
+    try:
+        return reports.period(starts_on, ends_on), None
+    except ReportError as exc:
+        return reports.period(), Failure(str(exc), status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
 def _download(
-    request: Request, found: Services, viewer: Viewer, starts_on: str, ends_on: str, kind: Format
+    request: Request,
+    found: Services,
+    viewer: Viewer,
+    starts_on: str,
+    ends_on: str,
+    kind: Format,
+    report: Literal["operations", "contributions"] = "operations",
 ) -> Response:
     reports = reports_of(found)
+    make = reports.operations_file if report == "operations" else reports.contributions_file
     return _handed(
         request,
         viewer,
-        lambda: reports.operations_file(
-            viewer.account.actor(), reports.period(starts_on, ends_on), kind
-        ),
+        lambda: make(viewer.account.actor(), reports.period(starts_on, ends_on), kind),
     )
 
 
@@ -315,12 +323,7 @@ def contributions_page(
     ends_on: To = "",
 ) -> Response:
     reports = reports_of(found)
-    failure = None
-    try:
-        period = reports.period(starts_on, ends_on)
-    except ReportError as exc:
-        failure = Failure(str(exc), status.HTTP_422_UNPROCESSABLE_CONTENT)
-        period = reports.period()
+    period, failure = _period(reports, starts_on, ends_on)
     report = reports.contributions(viewer.account.actor(), period)
     name = _namer(request)
     query = urlencode(period.to_dict())
@@ -342,19 +345,6 @@ def contributions_page(
     )
 
 
-def _contributions_download(
-    request: Request, found: Services, viewer: Viewer, starts_on: str, ends_on: str, kind: Format
-) -> Response:
-    reports = reports_of(found)
-    return _handed(
-        request,
-        viewer,
-        lambda: reports.contributions_file(
-            viewer.account.actor(), reports.period(starts_on, ends_on), kind
-        ),
-    )
-
-
 @router.get("/reports/contributions.csv")
 def contributions_csv_download(
     request: Request,
@@ -363,7 +353,7 @@ def contributions_csv_download(
     starts_on: From = "",
     ends_on: To = "",
 ) -> Response:
-    return _contributions_download(request, found, viewer, starts_on, ends_on, "csv")
+    return _download(request, found, viewer, starts_on, ends_on, "csv", "contributions")
 
 
 @router.get("/reports/contributions.pdf")
@@ -374,7 +364,7 @@ def contributions_pdf_download(
     starts_on: From = "",
     ends_on: To = "",
 ) -> Response:
-    return _contributions_download(request, found, viewer, starts_on, ends_on, "pdf")
+    return _download(request, found, viewer, starts_on, ends_on, "pdf", "contributions")
 
 
 # ---------------------------------------------------------------------- feedback
