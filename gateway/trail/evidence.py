@@ -25,7 +25,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -40,11 +40,11 @@ from gateway.db.models import Agreement, Export, ExportStatus, Grant, Organizati
 from gateway.db.writes import WriteQueue
 from gateway.identity.model import IdentityError, NotFound, _entry, _plausible
 from gateway.trail.index import MAX_LIMIT, TrailEntry, TrailIndex, TrailQuery
+from gateway.trail.times import micros
 
 MAX_ENTRIES = 1_000_000  # a larger scope is refused: narrow it
 MAX_LISTED = 500
 HISTORY_PAGE = 5000
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NAMING_ACTIONS = frozenset(
     {"application.attach", "agreement.create", "agreement.sign", "grant.create", "export.release"}
 )
@@ -54,10 +54,6 @@ _EXTENSIONS = ((b"%PDF-", ".pdf"), (b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg
 
 class EvidenceError(IdentityError):
     """A request for evidence refused; the message says why (answered with 422)."""
-
-
-def micros(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)

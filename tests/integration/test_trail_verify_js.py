@@ -32,7 +32,8 @@ from playwright.sync_api import Page, Route
 
 from audit import Ledger, LedgerOptions, ProofError, canonical, merkle
 from audit.signing import DOMAIN_CHECKPOINT, DOMAIN_ENDORSEMENT, key_id_of, public_raw, sign
-from gateway.web.pages.trail import china_time, detail_text
+from gateway.trail.times import china_time
+from gateway.web.pages.trail import detail_text
 from tests.integration import test_console_browser
 
 browser = test_console_browser.browser

@@ -30,7 +30,7 @@ from playwright.sync_api import Browser, Page, Route, expect
 from gateway.api import create_app
 from gateway.catalog.service import CHINA
 from gateway.settings import load_settings
-from gateway.web.pages.trail import china_time
+from gateway.trail.times import china_time
 from tests.integration import test_console_browser
 from tests.integration.test_catalog import Platform
 from tests.integration.test_catalog import build_platform as catalog_platform

@@ -13,7 +13,6 @@ An alert carries its facts and, for people, what happened in zh-CN and en (``mes
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
@@ -25,8 +24,9 @@ from gateway.api.routes.trail import When, parse_time
 from gateway.identity.model import Account
 from gateway.trail.alert_policy import Rule, Severity
 from gateway.trail.alert_service import MAX_LIMIT, MAX_NOTE, Alert, AlertQuery, AlertService
-from gateway.trail.alerts import CHINA, AlertState
+from gateway.trail.alerts import AlertState
 from gateway.trail.search import MAX_TIME
+from gateway.trail.times import china_iso
 from gateway.web.i18n import LOCALES, translations
 
 router = APIRouter(prefix="/alerts", tags=["alerts"], responses=PROBLEMS)
@@ -90,10 +90,6 @@ class AcknowledgementCreate(BaseModel):
     note: str = Field(
         min_length=1, max_length=MAX_NOTE, description="what was found or done; in the ledger"
     )
-
-
-def china_iso(microseconds: int) -> str:
-    return datetime.fromtimestamp(microseconds / 1_000_000, CHINA).isoformat()
 
 
 def messages(alert: Alert) -> dict[str, str]:

@@ -14,7 +14,7 @@ take a China-time day (``YYYY-MM-DD``; ``until`` includes that day) or an ISO 86
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
@@ -29,13 +29,13 @@ from gateway.trail import TrailEntry, TrailIndex, TrailQuery, TrailQueryError
 from gateway.trail.index import MAX_LIMIT
 from gateway.trail.links import STRUCTURAL
 from gateway.trail.search import MAX_LABEL, MAX_TIME
+from gateway.trail.times import china_iso, micros
 
 router = APIRouter(prefix="/trail", tags=["trail"], responses=PROBLEMS)
 Reader = Annotated[Account, Depends(Requires("audit_trail", "read"))]
 KINDS = frozenset(STRUCTURAL | {"user", "org"})
 MAX_HISTORY = 5000
 ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 When = Annotated[
     str | None,
@@ -86,8 +86,7 @@ class TrailHistoryPublic(BaseModel):
 
 
 def entry_public(entry: TrailEntry) -> TrailEntryPublic:
-    at = datetime.fromtimestamp(entry.time / 1_000_000, CHINA).isoformat()
-    return TrailEntryPublic(**entry.to_dict(), at=at)
+    return TrailEntryPublic(**entry.to_dict(), at=china_iso(entry.time))
 
 
 # ------------------------------------------------------------------ parameters
@@ -110,7 +109,7 @@ def parse_time(name: str, value: str | None, *, end: bool) -> int | None:
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"{name} is not a day (YYYY-MM-DD) or an ISO 8601 time: {value[:40]!r}",
         ) from None
-    value_us = (moment - EPOCH) // timedelta(microseconds=1)
+    value_us = micros(moment)
     if not 0 <= value_us <= MAX_TIME:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name} is before 1970 or too far ahead"

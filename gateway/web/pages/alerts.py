@@ -10,7 +10,7 @@ text: :func:`describe` renders them in the reader's language (the API uses it to
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
@@ -23,7 +23,8 @@ from gateway.authz import Denied
 from gateway.identity.model import NotFound
 from gateway.trail.alert_policy import Rule, Severity
 from gateway.trail.alert_service import MAX_NOTE, Alert, AlertQuery, AlertService
-from gateway.trail.alerts import CHINA, AlertState
+from gateway.trail.alerts import AlertState
+from gateway.trail.times import china_day, china_time
 from gateway.web.deps import Page, Viewer
 from gateway.web.i18n import N_
 from gateway.web.pages.catalog import Failure, attempt, not_found, posted
@@ -144,14 +145,6 @@ def describe(alert: Alert, gettext: Callable[[str], str]) -> str:
     return _(MESSAGES[alert.rule]) % values
 
 
-def china_time(microseconds: int) -> str:
-    return datetime.fromtimestamp(microseconds / 1_000_000, CHINA).strftime("%Y-%m-%d %H:%M")
-
-
-def china_day(microseconds: int) -> str:
-    return datetime.fromtimestamp(microseconds / 1_000_000, CHINA).date().isoformat()
-
-
 def trail_link(alert: Alert) -> str:
     """Where the trail explorer shows the alert's entries: a grant's whole history, or the
     search narrowed to the person or organization, the rule's actions, the days and the
@@ -203,7 +196,7 @@ def helpers(request: Request, found: Services, viewer: Viewer) -> dict[str, Any]
         "rule_names": {str(k): v for k, v in RULE_NAMES.items()},
         "severity_names": {str(k): v for k, v in SEVERITY_NAMES.items()},
         "state_names": {str(k): v for k, v in STATE_NAMES.items()},
-        "china_time": china_time,
+        "china_time": partial(china_time, seconds=False),
         "trail_link": trail_link,
         "can_trail": found.authorizer.allows(viewer.account.actor(), "audit_trail", "read"),
     }

@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -29,6 +29,7 @@ from gateway.authz import Denied
 from gateway.catalog.service import CHINA
 from gateway.identity.model import IdentityError
 from gateway.trail import TrailEntry, TrailIndex, TrailQuery, TrailQueryError
+from gateway.trail.times import china_iso, china_time, micros
 from gateway.web.deps import Page, Viewer
 from gateway.web.i18n import N_
 from gateway.web.pages.catalog import Failure
@@ -42,7 +43,6 @@ HISTORY_PAGE = 500
 MAX_TIME = 2**53 - 1
 MAX_LISTED = 1000  # organizations and datasets offered in the search form
 KIND = re.compile(r"[a-z][a-z0-9_\-]*")
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # The stages of an object's history, by action (the longest matching prefix wins).
 STAGES: dict[str, str] = {
@@ -147,17 +147,6 @@ VERIFY_MESSAGES = {
 
 
 # ---------------------------------------------------------------------- formatting
-def china_time(microseconds: int) -> str:
-    """An entry's time as the rows show it (and the browser re-computes): China time, to
-    the second."""
-    moment = EPOCH + timedelta(microseconds=microseconds - microseconds % 1_000_000)
-    return moment.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def iso_time(microseconds: int) -> str:
-    return (EPOCH + timedelta(microseconds=microseconds)).astimezone(CHINA).isoformat()
-
-
 def detail_text(detail: Mapping[str, Any]) -> str:
     """An entry's detail as the rows show it: JSON, keys sorted, indented."""
     return json.dumps(detail, ensure_ascii=False, sort_keys=True, indent=2)
@@ -182,7 +171,7 @@ def stage_of(action: str) -> str:
 def start_of_day(day: date) -> int:
     """The first µs of a China-time day."""
     moment = datetime.combine(day, time(0), CHINA)
-    return (moment - EPOCH) // timedelta(microseconds=1)
+    return micros(moment)
 
 
 @dataclass(frozen=True)
@@ -295,7 +284,7 @@ def row_helpers(organizations: Mapping[str, str]) -> dict[str, Any]:
     """What the rows' template needs to show entries."""
     return {
         "china_time": china_time,
-        "iso_time": iso_time,
+        "iso_time": china_iso,
         "detail_text": detail_text,
         "object_link": object_link,
         "organization_name": lambda org: organizations.get(org, org),
