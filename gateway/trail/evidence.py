@@ -45,6 +45,8 @@ from gateway.trail.times import micros
 MAX_ENTRIES = 1_000_000  # a larger scope is refused: narrow it
 MAX_LISTED = 500
 HISTORY_PAGE = 5000
+# The entries that make an application or a grant of an organization.
+HELD_ACTIONS = ("application.create", "grant.create")
 NAMING_ACTIONS = frozenset(
     {"application.attach", "agreement.create", "agreement.sign", "grant.create", "export.release"}
 )
@@ -208,23 +210,33 @@ class EvidenceService:
 
     def _entries(self, scope: EvidenceScope) -> Iterator[TrailEntry]:
         if scope.grant is not None:
-            after: int | None = None
-            while True:
-                page = self.trail.history(f"grant:{scope.grant}", after=after, limit=HISTORY_PAGE)
-                for found in page:
-                    if scope.until is not None and found.time >= scope.until:
-                        return  # oldest first, and times never decrease
-                    if scope.holds(found.time):
-                        yield found
-                if len(page) < HISTORY_PAGE:
-                    return
-                after = page[-1].seq
+            yield from self._history(f"grant:{scope.grant}", scope)
+            return
+        if scope.organization is None:
+            yield from self._search(scope)
+            return
+        # An organization: what its people did and what was done about it, and the whole
+        # history of each application and grant it holds, so that the operator's reviews
+        # and decisions on them are there too (they name the application or the grant, not
+        # the organization).
+        seen: set[int] = set()
+        for found in self._search(scope):
+            seen.add(found.seq)
+            yield found
+        for subject in self._held_by(scope.organization):
+            for found in self._history(subject, scope):
+                if found.seq not in seen:
+                    seen.add(found.seq)
+                    yield found
+
+    def _search(self, scope: EvidenceScope, action: str | None = None) -> Iterator[TrailEntry]:
         before: int | None = None
         while True:
             query = TrailQuery(
-                since=scope.since,
-                until=scope.until,
+                since=None if action else scope.since,
+                until=None if action else scope.until,
                 organization=scope.organization,
+                action=action,
                 before=before,
                 limit=MAX_LIMIT,
             )
@@ -233,6 +245,31 @@ class EvidenceService:
             if result.next_before is None:
                 return
             before = result.next_before
+
+    def _held_by(self, organization: str) -> list[str]:
+        """The applications and grants of ``organization``, whenever they were made."""
+        scope = EvidenceScope(organization=organization)
+        return sorted(
+            {
+                found.object
+                for action in HELD_ACTIONS
+                for found in self._search(scope, action)
+                if found.outcome == "ok"
+            }
+        )
+
+    def _history(self, subject: str, scope: EvidenceScope) -> Iterator[TrailEntry]:
+        after: int | None = None
+        while True:
+            page = self.trail.history(subject, after=after, limit=HISTORY_PAGE)
+            for found in page:
+                if scope.until is not None and found.time >= scope.until:
+                    return  # oldest first, and times never decrease
+                if scope.holds(found.time):
+                    yield found
+            if len(page) < HISTORY_PAGE:
+                return
+            after = page[-1].seq
 
     # ------------------------------------------------------------------ documents
     def _documents(self, naming: list[TrailEntry], work: Path) -> tuple[list[Document], list[str]]:

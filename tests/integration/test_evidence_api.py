@@ -138,7 +138,8 @@ def scopes_are_checked_and_only_regulators_take_evidence(platform: Platform) -> 
     assert "more than 5 entries: narrow it" in too_large.json()["detail"]
     evidence.max_entries = 1_000_000
     today = datetime.now(CHINA).date()  # the ledger's entries carry the real time
-    # an organization within a period: the unit's people and what was done about it
+    # an organization within a period: the unit's people, what was done about it and the
+    # histories of its applications and grants
     within = platform.call(
         "regulator",
         "POST",
@@ -151,3 +152,9 @@ def scopes_are_checked_and_only_regulators_take_evidence(platform: Platform) -> 
     assert report.ok, report.problems
     assert report.manifest is not None and report.manifest["scope"]["organization"] == unit
     assert any(d["name"].startswith("applications/") for d in report.manifest["documents"])
+    # with the operator's decisions on its exports, which name the export, not the unit
+    held = {seq for seq, _ in report.manifest["entries"]}
+    decisions = {
+        e["seq"] for e in platform.entries() if e["action"] in ("export.review", "export.approve")
+    }
+    assert decisions and decisions <= held
