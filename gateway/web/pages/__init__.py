@@ -8,6 +8,7 @@ from gateway.web.pages import (
     applications,
     auth,
     catalog,
+    evidence,
     grants,
     home,
     organizations,
@@ -23,5 +24,6 @@ ROUTERS = (
     applications.router,
     agreements.router,
     trail.router,
+    evidence.router,
     alerts.router,
 )
