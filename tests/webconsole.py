@@ -1,14 +1,18 @@
-"""Driving the console over HTTP in tests: sign in, change the one-time password, read
-the ledger."""
+"""Driving the console over HTTP in tests: serve it, sign in, change the one-time
+password, read the ledger."""
 
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi.testclient import TestClient
 from httpx2 import Response
 
@@ -19,6 +23,30 @@ from gateway.authz import Actor
 from gateway.db.models import OrganizationType
 from gateway.identity.model import Account
 from gateway.settings import load_settings
+from tests.integration.test_serve import free_port
+
+
+@contextmanager
+def served(app: Any, **options: Any) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread of this process on a free port, until the
+    block ends: its base URL (https when ``options`` give ``ssl_certfile``)."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.02)
+        scheme = "https" if "ssl_certfile" in options else "http"
+        yield f"{scheme}://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+
 
 NEW_PASSWORD = "correct-horse-battery"  # noqa: S105 - a test password
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,6 +26,7 @@ from audit.verify import main as verify_main
 from gateway.cli import app
 from tests.integration.test_ledger_api import LedgerGateway
 from tests.integration.test_serve import free_port
+from tests.webconsole import served as serving
 
 runner = CliRunner()
 
@@ -94,28 +92,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     folder = tmp_path_factory.mktemp("witness-gateway")
     made = LedgerGateway(f"sqlite:///{folder / 'sbx.db'}", folder / "var")
     ca_file, cert, key = certificates(folder)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            made.app,
-            host="127.0.0.1",
-            port=port,
-            ssl_certfile=str(cert),
-            ssl_keyfile=str(key),
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, name="gateway", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.02)
     try:
-        yield Served(made, f"https://127.0.0.1:{port}", ca_file)
+        with serving(made.app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+            yield Served(made, url, ca_file)
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         made.close()
 
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 import re
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from gateway.api import create_app, open_services
@@ -22,6 +20,7 @@ from gateway.identity.model import Account
 from gateway.settings import load_settings
 from tests.integration.test_catalog import ENTRY, credit_code, visits_csv
 from tests.integration.test_serve import free_port, start, wait_for_health
+from tests.webconsole import served
 
 CHROMIUM = "/usr/bin/chromium"
 # Quiet, offline Chromium: no background connections to the outside (this machine's
@@ -192,25 +191,11 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
         )
         identity.set_password(account.id, one_time, NEW_PASSWORD)
         accounts[username] = account
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, found), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-            time.sleep(0.05)
-        yield Gateway(f"http://127.0.0.1:{port}", found, accounts)
+        with served(create_app(settings, found)) as url:
+            yield Gateway(url, found, accounts)
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         found.close()
-    assert not thread.is_alive()
 
 
 def test_a_steward_registers_a_dataset_and_uploads_its_data(

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, Route, expect
 
 from gateway.api import create_app
@@ -36,9 +33,8 @@ from tests.integration.test_catalog import Platform
 from tests.integration.test_catalog import build_platform as catalog_platform
 from tests.integration.test_console_browser import sign_in
 from tests.integration.test_exports import decide, export, granted, table
-from tests.integration.test_serve import free_port
 from tests.integration.test_web_exports import sign_in_everyone
-from tests.webconsole import NEW_PASSWORD, Desk
+from tests.webconsole import NEW_PASSWORD, Desk, served
 
 browser = test_console_browser.browser
 
@@ -84,21 +80,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         grant = platform.call("approver", "GET", "/grants").json()[0]["id"]
         dataset = platform.call("applicant", "GET", "/datasets").json()["items"][0]["id"]
         desk = sign_in_everyone(platform)  # passwords for the console, and a regulator
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(settings, services), host="127.0.0.1", port=port, log_level="warning"
-            )
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        try:
-            deadline = time.monotonic() + 30
-            while not server.started:
-                assert thread.is_alive() and time.monotonic() < deadline, "no gateway"
-                time.sleep(0.05)
+        with served(create_app(settings, services)) as url:
             yield World(
-                f"http://127.0.0.1:{port}",
+                url,
                 platform,
                 desk,
                 grant,
@@ -106,9 +90,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 dataset,
                 platform.organizations,
             )
-        finally:
-            server.should_exit = True
-            thread.join(timeout=30)
     services.close()
 
 
